@@ -1,0 +1,227 @@
+"""vmcore-save: save a crashed kernel's memory (/proc/vmcore) as a dump crash and drgn open."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import time
+from typing import Sequence
+
+from . import fastcopy
+from .classify import DL_ZERO, MAX_DUMP_LEVEL, PageClassifier
+from .errors import CollectorError, InputError
+from .formats import flat
+from .formats.elfcore import write_elf
+from .formats.kdump import DumpResult, KdumpFile, write_kdump
+from .pipeline import PageCompressor
+from .progress import PROGRAM, LineProgress, format_duration
+from .targets.local import LocalFile, commit_file, make_dump_dir
+from .vmcore import Vmcore
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
+DEFAULT_VMCORE = "/proc/vmcore"
+DEFAULT_DEST = "/var/crash"
+DEBUG_ENV = "VMCORE_SAVE_DEBUG"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
+        raise CollectorError(f"{message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROGRAM, description="Save a vmcore as a kdump-compressed dump "
+                "(DEST/<host>-<date>/vmcore) or, with --output, as one file.")
+    p.add_argument("vmcore", nargs="?", default=DEFAULT_VMCORE, metavar="VMCORE",
+                   help=f"ELF vmcore to read (default {DEFAULT_VMCORE})")
+    p.add_argument("dest", nargs="?", default=DEFAULT_DEST, metavar="DEST",
+                   help=f"directory for dump directories (default {DEFAULT_DEST})")
+    p.add_argument("-o", "--output", metavar="FILE", help="write exactly one dump file (- = stdout, flat only)")
+    p.add_argument("-d", "--dump-level", type=int, default=31, metavar="N",
+                   help="makedumpfile dump level 0-31: 1 zero, 2 cache, 4 cache+private, 8 user, 16 free (default 31)")
+    p.add_argument("--compress", choices=("zstd", "zlib", "none"), default="zstd",
+                   help="page compression (default zstd; zlib for crash builds without zstd)")
+    p.add_argument("--level", type=int, metavar="N", help="compression level (default 1, as makedumpfile)")
+    p.add_argument("--format", choices=("kdump", "elf", "flat"), default="kdump",
+                   help="kdump-compressed (default), ELF core (gdb), or flattened stream (pipes)")
+    p.add_argument("--threads", type=int, default=1, metavar="N", help="compression threads (default 1)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines and no summary")
+    p.add_argument("--info", metavar="FILE", help="describe a vmcore or a dump and exit")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return _run(_save, argv)
+
+
+def rearrange_main(argv: Sequence[str] | None = None) -> int:
+    return _run(_rearrange, argv)
+
+
+def _run(command, argv: Sequence[str] | None) -> int:  # type: ignore[no-untyped-def]
+    try:
+        return command(list(sys.argv[1:] if argv is None else argv))
+    except CollectorError as e:
+        print(f"{PROGRAM}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROGRAM}: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:
+        print(f"{PROGRAM}: error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as e:  # never a traceback on a console in a capture kernel
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"{PROGRAM}: internal error: {type(e).__name__}: {e} (set {DEBUG_ENV}=1 for a traceback)",
+              file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _save(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if args.info:
+        print(describe(args.info))
+        return EXIT_OK
+    if not 0 <= args.dump_level <= MAX_DUMP_LEVEL:
+        raise CollectorError(f"dump level {args.dump_level} is not in 0-{MAX_DUMP_LEVEL}")
+    if args.threads < 1:
+        raise CollectorError("--threads must be at least 1")
+    if args.output == "-" and args.format != "flat":
+        raise CollectorError("only --format flat can be written to stdout")
+    progress = LineProgress(quiet=args.quiet)
+    started = time.monotonic()
+    with Vmcore(args.vmcore) as vmcore:
+        for warning in vmcore.warnings:
+            progress.message(f"warning: {warning}")
+        classifier = PageClassifier(vmcore.memory, args.dump_level)
+        if classifier.unapplied_levels:
+            progress.message(f"note: dump level bits {classifier.unapplied_levels} (page cache, user, "
+                             "free) are not applied yet: those pages are kept")
+        if args.output:
+            path, final_path = args.output, None
+        else:
+            directory = make_dump_dir(args.dest, _dump_dir_name(vmcore))
+            name = "vmcore.flat" if args.format == "flat" else "vmcore"
+            path, final_path = os.path.join(directory, "vmcore-incomplete"), os.path.join(directory, name)
+        result = _write(vmcore, classifier, args, path, progress)
+    sync_started = time.monotonic()
+    if final_path and result.complete:
+        commit_file(path, final_path)
+        path = final_path
+    result.phases["commit"] = time.monotonic() - sync_started
+    if not args.quiet:
+        _summary(result, path, args, time.monotonic() - started)
+    if not result.complete:
+        print(f"{PROGRAM}: dump INCOMPLETE ({result.error}): {path} is readable, missing pages are "
+              "reported as such by crash and drgn", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    return EXIT_OK
+
+
+def _write(vmcore: Vmcore, classifier: PageClassifier, args: argparse.Namespace, path: str,
+           progress: LineProgress) -> DumpResult:
+    compressor = PageCompressor(args.compress, args.level, args.threads)
+    try:
+        if args.format == "flat":
+            stream = sys.stdout.buffer if path == "-" else open(path, "wb", buffering=1 << 20)
+            sink = flat.FlatSink(stream.write)
+            result = write_kdump(sink, vmcore, classifier, compressor, progress)
+            sink.close()
+            stream.flush()
+            if stream is not sys.stdout.buffer:
+                os.fsync(stream.fileno())
+                stream.close()
+            return result
+        target = LocalFile(path)
+        try:
+            if args.format == "elf":
+                result = write_elf(target, vmcore, classifier, progress)
+            else:
+                result = write_kdump(target, vmcore, classifier, compressor, progress)
+            sync_started = time.monotonic()
+            target.sync()
+            result.phases["sync"] = time.monotonic() - sync_started
+        finally:
+            target.close()
+        return result
+    finally:
+        compressor.close()
+
+
+def _dump_dir_name(vmcore: Vmcore) -> str:
+    host = vmcore.utsname().get("nodename") or socket.gethostname() or "localhost"
+    return f"{host}-{time.strftime('%Y-%m-%d-%H:%M:%S')}"
+
+
+def _summary(result: DumpResult, path: str, args: argparse.Namespace, total: float) -> None:
+    c = result.counts
+    level = "" if args.compress == "none" else f" level {args.level if args.level is not None else 1}"
+    excluded = [("zero", c.zero), ("cache", c.cache), ("cache private", c.cache_private),
+                ("user", c.user), ("free", c.free)]
+    lines = [
+        f"saved {path} ({args.format}, {args.compress}{level}, dump level {args.dump_level}, "
+        f"{'compiled' if fastcopy.COMPILED else 'pure-Python'} scanner, {args.threads} thread(s))",
+        f"pages: {c.present} present; excluded " + ", ".join(f"{n} {name}" for name, n in excluded)
+        + f"; {c.written} written",
+        f"bytes: {result.bytes_in / 2**20:.1f} MiB read, {result.bytes_out / 2**20:.1f} MiB written",
+        "time: " + ", ".join(f"{name} {secs:.2f} s" for name, secs in result.phases.items())
+        + f", total {format_duration(total)} ({total:.2f} s)",
+    ]
+    for line in lines:
+        print(f"{PROGRAM}: {line}", file=sys.stderr)
+
+
+def describe(path: str) -> str:
+    """Human-readable description of a vmcore, a kdump file or a flattened stream."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        raise InputError(f"cannot open {path}: {e.strerror}") from None
+    if flat.is_flat(head):
+        return f"{path}: flattened kdump stream: run vmcore-rearrange {path} OUT to get the kdump file"
+    if head.startswith(b"KDUMP"):
+        dump = KdumpFile.open(path)
+        h = dump.header
+        release, machine = (name.split(b"\0", 1)[0].decode(errors="replace") for name in (h.release, h.machine))
+        present = sum(bin(b).count("1") for b in dump.present)
+        return "\n".join([
+            f"{path}: kdump-compressed dump, header version {h.header_version}",
+            f"  kernel: {release} ({machine}), "
+            f"{h.nr_cpus} CPU(s), page size {dump.page_size}",
+            f"  dump level {dump.sub_header.dump_level}, compression {dump.compression}",
+            f"  pages: {present} present, {dump.ndump} dumped, max pfn {dump.max_mapnr:#x}",
+            f"  {'complete' if dump.complete else 'INCOMPLETE (cut short: some pages are missing)'}",
+        ])
+    with Vmcore(path) as vmcore:
+        lines = [f"{path}: ELF vmcore ({vmcore.machine})",
+                 f"  kernel: {vmcore.osrelease or 'unknown (no VMCOREINFO)'}, {vmcore.nr_cpus} CPU(s), "
+                 f"page size {vmcore.page_size}",
+                 f"  memory: {sum(s.memsz for s in vmcore.segments) / 2**20:.1f} MiB in "
+                 f"{len(vmcore.segments)} PT_LOAD segment(s), max pfn {vmcore.memory.max_mapnr:#x}"]
+        lines += [f"    {s.paddr:#014x}-{s.paddr + s.memsz:#014x} at file offset {s.offset:#x}"
+                  for s in vmcore.segments[:64]]
+        if len(vmcore.segments) > 64:
+            lines.append(f"    ... {len(vmcore.segments) - 64} more")
+        lines += [f"  warning: {w}" for w in vmcore.warnings]
+        return "\n".join(lines)
+
+
+def _rearrange(argv: list[str]) -> int:
+    p = _Parser(prog="vmcore-rearrange",
+                description="Rebuild a kdump file from a flattened stream (like makedumpfile -R).")
+    p.add_argument("flat", help="flattened stream file, or - for standard input")
+    p.add_argument("output", help="kdump file to write")
+    args = p.parse_args(argv)
+    stream = sys.stdin.buffer if args.flat == "-" else open(args.flat, "rb")
+    out = LocalFile(args.output)
+    try:
+        records = flat.rearrange(stream, out.write_at)
+        out.sync()
+    finally:
+        out.close()
+    print(f"vmcore-rearrange: {records} records written to {args.output}", file=sys.stderr)
+    return EXIT_OK

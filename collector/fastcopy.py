@@ -1,0 +1,30 @@
+"""The page scanner: the compiled _fastcopy module, or its pure-Python twin.
+
+VMCORE_COLLECTOR_PURE_PYTHON=1 forces the twin. If the compiled module cannot be imported the
+twin is used with one warning line: a dump must never fail because an optimisation is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from . import _fastcopy_py
+
+PURE_PYTHON_ENV = "VMCORE_COLLECTOR_PURE_PYTHON"
+
+if os.environ.get(PURE_PYTHON_ENV) == "1":
+    impl = _fastcopy_py
+else:
+    try:
+        from . import _fastcopy as impl  # type: ignore[no-redef]
+    except ImportError as e:
+        print(f"vmcore-save: warning: compiled page scanner unavailable ({e}); "
+              "using the pure-Python one (slower)", file=sys.stderr)
+        impl = _fastcopy_py
+
+gather_pages = impl.gather_pages
+find_zero_pages = impl.find_zero_pages
+count_bits = impl.count_bits
+bit_runs = impl.bit_runs
+COMPILED = impl is not _fastcopy_py

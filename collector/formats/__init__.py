@@ -1,0 +1,1 @@
+"""Dump file formats: kdump-compressed, makedumpfile's flattened stream, ELF core."""

@@ -1,0 +1,321 @@
+"""kdump-compressed format ("KDUMP   ", header version 6), as makedumpfile writes it.
+
+File layout, in blocks of block_size (= page size):
+  block 0            disk_dump_header
+  block 1..          kdump_sub_header, then the vmcore's PT_NOTE bytes (sub_hdr_size blocks)
+  bitmap_blocks      1st bitmap (pfn present) then 2nd bitmap (pfn dumpable), equal halves
+  page_desc_t[]      one per set bit of the 2nd bitmap, pfn order
+  page data          shared zero page first (dump level bit 1), then pages in pfn order
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .. import fastcopy
+from ..classify import DL_ZERO, PageClassifier, PageCounts
+from ..errors import InputError
+from ..pipeline import PAGE_FLAGS, PageCompressor, PageReader
+from ..progress import Progress
+from ..sink import Sink
+from ..structs import Record
+from ..vmcore import Vmcore
+
+SIGNATURE = b"KDUMP   "
+HEADER_VERSION = 6
+STATUS_INCOMPLETE = 0x8
+UTS_FIELD = "65s"
+UTS_NAMES = ("sysname", "nodename", "release", "version", "machine", "domainname")
+
+DISK_DUMP_HEADER = Record("disk_dump_header", [
+    ("signature", "8s"), ("header_version", "i"),
+    *[(name, UTS_FIELD) for name in UTS_NAMES], ("_pad", "6x"),
+    ("timestamp_sec", "q"), ("timestamp_usec", "q"),
+    ("status", "I"), ("block_size", "i"), ("sub_hdr_size", "i"), ("bitmap_blocks", "I"),
+    ("max_mapnr", "I"), ("total_ram_blocks", "I"), ("device_blocks", "I"),
+    ("written_blocks", "I"), ("current_cpu", "I"), ("nr_cpus", "i"),
+])
+KDUMP_SUB_HEADER = Record("kdump_sub_header", [
+    ("phys_base", "Q"), ("dump_level", "i"), ("split", "i"),
+    ("start_pfn", "Q"), ("end_pfn", "Q"),
+    ("offset_vmcoreinfo", "q"), ("size_vmcoreinfo", "Q"),
+    ("offset_note", "q"), ("size_note", "Q"),
+    ("offset_eraseinfo", "q"), ("size_eraseinfo", "Q"),
+    ("start_pfn_64", "Q"), ("end_pfn_64", "Q"), ("max_mapnr_64", "Q"),
+])
+PAGE_DESC = Record("page_desc", [("offset", "q"), ("size", "I"), ("flags", "I"), ("page_flags", "Q")])
+
+# Flush page data and the descriptors that point into it after this much data.
+FLUSH_BYTES = 4 << 20
+# Errors that end the page pass with an incomplete (still readable) dump.
+TARGET_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EPIPE}
+
+
+@dataclass(frozen=True)
+class KdumpLayout:
+    block_size: int
+    max_mapnr: int
+    sub_hdr_blocks: int
+    bitmap_blocks: int          # both bitmaps together
+
+    @classmethod
+    def compute(cls, block_size: int, max_mapnr: int, notes_size: int) -> "KdumpLayout":
+        one_bitmap = -(-(-(-max_mapnr // 8)) // block_size)
+        sub_hdr = -(-(KDUMP_SUB_HEADER.size + notes_size) // block_size)
+        return cls(block_size, max_mapnr, sub_hdr, 2 * one_bitmap)
+
+    @property
+    def bitmap1_offset(self) -> int:
+        return (1 + self.sub_hdr_blocks) * self.block_size
+
+    @property
+    def bitmap2_offset(self) -> int:
+        return self.bitmap1_offset + self.bitmap_blocks // 2 * self.block_size
+
+    @property
+    def descs_offset(self) -> int:
+        return (1 + self.sub_hdr_blocks + self.bitmap_blocks) * self.block_size
+
+
+@dataclass
+class DumpResult:
+    complete: bool = True
+    error: str = ""
+    counts: PageCounts = field(default_factory=PageCounts)
+    bytes_in: int = 0
+    bytes_out: int = 0
+    phases: dict[str, float] = field(default_factory=dict)
+
+
+def utsname_fields(vmcore: Vmcore) -> dict[str, bytes]:
+    uts = vmcore.utsname()
+    return {name: uts.get(name, "").encode()[:64] for name in UTS_NAMES}
+
+
+def write_kdump(sink: Sink, vmcore: Vmcore, classifier: PageClassifier, compressor: PageCompressor,
+                progress: Progress) -> DumpResult:
+    """Write a complete kdump file for the pages the classifier keeps; never raises for a full
+    target: the result then says incomplete and the file is still readable."""
+    result = DumpResult()
+    ps = vmcore.page_size
+    layout = KdumpLayout.compute(ps, vmcore.memory.max_mapnr, len(vmcore.notes))
+    dump_level = classifier.dump_level
+
+    def header(status: int) -> bytes:
+        crash_time = vmcore.vmcoreinfo.integer("CRASHTIME") if vmcore.vmcoreinfo else None
+        return DISK_DUMP_HEADER.build(
+            signature=SIGNATURE, header_version=HEADER_VERSION, **utsname_fields(vmcore),
+            timestamp_sec=crash_time if crash_time is not None else int(time.time()),
+            timestamp_usec=0, status=status, block_size=ps, sub_hdr_size=layout.sub_hdr_blocks,
+            bitmap_blocks=layout.bitmap_blocks, max_mapnr=min(layout.max_mapnr, 0xFFFFFFFF),
+            total_ram_blocks=0, device_blocks=0, written_blocks=0, current_cpu=0,
+            nr_cpus=vmcore.nr_cpus)
+
+    note_offset = ps + KDUMP_SUB_HEADER.size
+    has_info = vmcore.vmcoreinfo is not None
+    sub_header = KDUMP_SUB_HEADER.build(
+        phys_base=vmcore.phys_base & 0xFFFFFFFFFFFFFFFF, dump_level=dump_level, split=0,
+        start_pfn=0, end_pfn=0,
+        offset_vmcoreinfo=note_offset + vmcore.vmcoreinfo_offset if has_info else 0,
+        size_vmcoreinfo=vmcore.vmcoreinfo_size if has_info else 0,
+        offset_note=note_offset, size_note=len(vmcore.notes), offset_eraseinfo=0, size_eraseinfo=0,
+        start_pfn_64=0, end_pfn_64=0, max_mapnr_64=layout.max_mapnr)
+    status = compressor.page_flag
+    started = time.monotonic()
+    try:
+        sink.write_at(0, header(status | STATUS_INCOMPLETE))
+        sink.write_at(ps, sub_header + vmcore.notes)
+        # Pass 1: both bitmaps; the 2nd fixes how many descriptors precede the page data.
+        progress.start("bitmaps", layout.max_mapnr, ps)
+        ndump = 0
+        for start, end in classifier.windows():
+            present = classifier.present_bitmap(start, end)
+            dumpable = classifier.dumpable_bitmap(start, end)
+            sink.write_at(layout.bitmap1_offset + start // 8, present)
+            sink.write_at(layout.bitmap2_offset + start // 8, dumpable)
+            result.counts.present += fastcopy.count_bits(present, 0, end - start)
+            ndump += fastcopy.count_bits(dumpable, 0, end - start)
+            progress.update(end)
+        progress.finish()
+        data_offset = layout.descs_offset + ndump * PAGE_DESC.size
+        sink.reserve(0, data_offset)
+        zero_desc = b""
+        if dump_level & DL_ZERO:
+            sink.write_at(data_offset, bytes(ps))
+            zero_desc = PAGE_DESC.build(offset=data_offset, size=ps, flags=0, page_flags=0)
+            data_offset += ps
+    except OSError as e:
+        result.complete, result.error = False, f"writing dump metadata: {e.strerror or e}"
+        return result
+    result.phases["bitmaps"] = time.monotonic() - started
+
+    started = time.monotonic()
+    writer = _PageDataWriter(sink, layout.descs_offset, data_offset)
+    reader = PageReader(vmcore.memory, detect_zero=bool(dump_level & DL_ZERO))
+    progress.start("pages", ndump, ps)
+    try:
+        for start, end in classifier.windows():
+            dumpable = classifier.dumpable_bitmap(start, end)
+            for batch in reader.batches(start, end, dumpable):
+                stored = [i for i in range(batch.count) if not batch.zero[i]] if batch.nzero else list(range(batch.count))
+                frames = iter(compressor.compress(batch.data, ps, stored))
+                for i in range(batch.count):
+                    if batch.nzero and batch.zero[i]:
+                        writer.add_shared(zero_desc)
+                        continue
+                    frame = next(frames)
+                    if len(frame) < ps and compressor.page_flag:
+                        writer.add(frame, compressor.page_flag)
+                    else:
+                        writer.add(batch.data[i * ps:(i + 1) * ps], 0)
+                result.counts.zero += batch.nzero
+                writer.flush_if_full()
+                progress.update(writer.pages)
+        writer.flush()
+    except OSError as e:
+        if e.errno not in TARGET_FULL_ERRNOS:
+            raise
+        result.complete, result.error = False, f"target full or failing: {e.strerror or e}"
+    progress.finish()
+    result.counts.written = writer.stored_durable
+    result.bytes_in = reader.bytes_read
+    result.bytes_out = writer.data_end
+    result.phases["pages"] = time.monotonic() - started
+    try:
+        sink.write_at(0, header(status | (0 if result.complete else STATUS_INCOMPLETE)))
+    except OSError as e:
+        result.complete, result.error = False, result.error or f"rewriting the header: {e.strerror or e}"
+    return result
+
+
+class _PageDataWriter:
+    """Appends page data and descriptors; descriptors are written only after their data, so a
+    dump cut short never has a descriptor pointing at data that is not there."""
+
+    def __init__(self, sink: Sink, descs_offset: int, data_offset: int) -> None:
+        self.sink = sink
+        self.desc_offset = descs_offset
+        self.data_end = data_offset
+        self.data = bytearray()
+        self.descs = bytearray()
+        self.pages = 0            # descriptors produced
+        self._pending_stored = 0  # pages with data of their own, not yet flushed
+        self.stored_durable = 0   # pages with data of their own whose descriptor is written
+
+    def add(self, payload: Any, flags: int) -> None:
+        self.descs += PAGE_DESC.build(offset=self.data_end + len(self.data), size=len(payload),
+                                      flags=flags, page_flags=0)
+        self.data += payload
+        self.pages += 1
+        self._pending_stored += 1
+
+    def add_shared(self, desc: bytes) -> None:
+        self.descs += desc
+        self.pages += 1
+
+    def flush_if_full(self) -> None:
+        if len(self.data) >= FLUSH_BYTES or len(self.descs) >= FLUSH_BYTES // 16:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.data:
+            self.sink.write_at(self.data_end, self.data)
+            self.data_end += len(self.data)
+            self.data = bytearray()
+        if self.descs:
+            self.sink.write_at(self.desc_offset, self.descs)
+            self.desc_offset += len(self.descs)
+            self.descs = bytearray()
+        self.stored_durable += self._pending_stored
+        self._pending_stored = 0
+
+
+class KdumpFile:
+    """Reads a kdump-compressed file: header fields, bitmaps and pages by pfn.
+
+    For --info and for checking dumps; it loads both bitmaps into memory (32 MiB each at 1 TiB
+    of RAM), which the collector's own write path never does.
+    """
+
+    def __init__(self, read_at: Callable[[int, int], bytes]) -> None:
+        self._read_at = read_at
+        self.header = DISK_DUMP_HEADER.parse(read_at(0, DISK_DUMP_HEADER.size))
+        if self.header.signature != SIGNATURE:
+            raise InputError("not a kdump-compressed file (no KDUMP signature)")
+        bs = self.header.block_size
+        if bs <= 0 or bs & (bs - 1) or self.header.bitmap_blocks % 2:
+            raise InputError(f"kdump header is damaged (block_size {bs}, bitmap_blocks "
+                             f"{self.header.bitmap_blocks})")
+        self.page_size = bs
+        self.sub_header = KDUMP_SUB_HEADER.parse(read_at(bs, KDUMP_SUB_HEADER.size))
+        self.max_mapnr = self.sub_header.max_mapnr_64 or self.header.max_mapnr
+        self.layout = KdumpLayout(bs, self.max_mapnr, self.header.sub_hdr_size, self.header.bitmap_blocks)
+        half = self.layout.bitmap_blocks // 2 * bs
+        self.present = read_at(self.layout.bitmap1_offset, half)
+        self.dumpable = read_at(self.layout.bitmap2_offset, half)
+        self.notes = read_at(self.sub_header.offset_note, self.sub_header.size_note)
+        self.vmcoreinfo = read_at(self.sub_header.offset_vmcoreinfo, self.sub_header.size_vmcoreinfo)
+        # Dumpable pages before each 4096-pfn block: rank of a pfn in descriptor order.
+        block_bits = 4096
+        self._rank_blocks = [0]
+        for start in range(0, self.max_mapnr, block_bits):
+            end = min(start + block_bits, self.max_mapnr)
+            self._rank_blocks.append(self._rank_blocks[-1] + fastcopy.count_bits(self.dumpable, start, end))
+        self.ndump = self._rank_blocks[-1]
+
+    @classmethod
+    def open(cls, path: str) -> "KdumpFile":
+        handle = open(path, "rb")
+
+        def read_at(offset: int, length: int) -> bytes:
+            handle.seek(offset)
+            return handle.read(length).ljust(length, b"\0")  # holes past EOF read as zeros
+
+        return cls(read_at)
+
+    @property
+    def complete(self) -> bool:
+        return not self.header.status & STATUS_INCOMPLETE
+
+    @property
+    def compression(self) -> str:
+        for name, flag in PAGE_FLAGS.items():
+            if flag and self.header.status & flag:
+                return name
+        return "none"
+
+    def _bit(self, bitmap: bytes, pfn: int) -> bool:
+        return 0 <= pfn < self.max_mapnr and bool(bitmap[pfn >> 3] >> (pfn & 7) & 1)
+
+    def is_present(self, pfn: int) -> bool:
+        return self._bit(self.present, pfn)
+
+    def is_dumpable(self, pfn: int) -> bool:
+        return self._bit(self.dumpable, pfn)
+
+    def page_desc(self, pfn: int) -> Any:
+        block = pfn // 4096
+        index = self._rank_blocks[block] + fastcopy.count_bits(self.dumpable, block * 4096, pfn)
+        return PAGE_DESC.parse(self._read_at(self.layout.descs_offset + index * PAGE_DESC.size, PAGE_DESC.size))
+
+    def read_page(self, pfn: int) -> bytes | None:
+        """The page's bytes; None if the page is not in the dump (excluded or never written)."""
+        if not self.is_dumpable(pfn):
+            return None
+        desc = self.page_desc(pfn)
+        if desc.offset == 0:  # descriptor never written: dump was cut short
+            return None
+        data = self._read_at(desc.offset, desc.size)
+        if desc.flags & PAGE_FLAGS["zstd"]:
+            import zstandard
+
+            return zstandard.ZstdDecompressor().decompress(data, max_output_size=self.page_size)
+        if desc.flags & PAGE_FLAGS["zlib"]:
+            return zlib.decompress(data)
+        if desc.flags:
+            raise InputError(f"page {pfn:#x}: compression flags {desc.flags:#x} not supported")
+        return data

@@ -1,0 +1,1 @@
+"""Where dumps go. Targets know files and directories, never pages or formats."""

@@ -1,0 +1,289 @@
+"""The input side: an ELF vmcore (/proc/vmcore or a copy) and the physical memory it holds."""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import mmap
+import os
+import resource
+from dataclasses import dataclass
+from typing import Iterator
+
+from . import elf
+from .errors import InputError
+from .vmcoreinfo import VmcoreInfo
+
+# Size of one mmap window over the vmcore (makedumpfile maps 4 MiB at a time). Reading
+# /proc/vmcore with small read() calls maps and unmaps one page per call: slow on real machines.
+MAP_WINDOW_BYTES = 8 << 20
+
+# x86_64 kernel text is mapped at __START_KERNEL_map + (paddr - phys_base).
+X86_64_START_KERNEL_MAP = 0xFFFFFFFF80000000
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One PT_LOAD: ``filesz`` bytes at file ``offset`` hold physical memory from ``paddr``."""
+
+    paddr: int
+    offset: int
+    filesz: int
+    memsz: int
+    vaddr: int
+
+
+@dataclass(frozen=True)
+class PageRun:
+    """Consecutive whole pages whose bytes are consecutive in the vmcore file.
+
+    ``file_offset`` None means the pages exist (inside p_memsz) but have no bytes in the file:
+    they read as zeros.
+    """
+
+    start_pfn: int
+    end_pfn: int
+    file_offset: int | None
+
+
+class VmcoreFile:
+    """Read access to the vmcore file through mmap windows (pread where mmap is refused)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            self.fd = os.open(path, os.O_RDONLY)
+        except OSError as e:
+            raise InputError(f"cannot open {path}: {e.strerror}") from None
+        self.size = os.fstat(self.fd).st_size
+        self._mmap_ok = True
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def pread(self, offset: int, length: int) -> bytes:
+        data = os.pread(self.fd, length, offset)
+        if len(data) != length:
+            raise InputError(f"{self.path}: short read at offset {offset} ({len(data)} of {length} bytes)")
+        return data
+
+    @contextlib.contextmanager
+    def window(self, offset: int, length: int) -> Iterator[memoryview]:
+        """A read-only view of file bytes [offset, offset+length); release it before the next."""
+        start = offset - offset % mmap.ALLOCATIONGRANULARITY
+        mapped = None
+        if self._mmap_ok:
+            try:
+                mapped = mmap.mmap(self.fd, length + offset - start, mmap.MAP_SHARED,
+                                   mmap.PROT_READ, offset=start)
+            except (OSError, ValueError):
+                self._mmap_ok = False  # e.g. a pipe or a file system without mmap
+        if mapped is None:
+            view = memoryview(self.pread(offset, length))
+            try:
+                yield view
+            finally:
+                view.release()
+            return
+        view = memoryview(mapped)[offset - start:]
+        try:
+            yield view
+        finally:
+            view.release()
+            mapped.close()
+
+
+class PhysicalMemory:
+    """Pages of physical memory present in the vmcore, addressed by page frame number.
+
+    Overlapping PT_LOADs (kexec_load adds a kernel-text segment that repeats part of RAM) hold
+    the same bytes, so each pfn is read from one of them only. A page only partly inside a
+    segment (x86 low memory ends at 0x9fc00) is kept: the bytes outside read as zeros.
+    """
+
+    def __init__(self, file: VmcoreFile, segments: list[Segment], page_size: int) -> None:
+        self.file = file
+        self.page_size = page_size
+        self.segments = segments
+        self.max_mapnr = max((-(-(s.paddr + s.memsz) // page_size) for s in segments), default=0)
+        self.runs = self._whole_page_runs()
+        run_starts = [r.start_pfn for r in self.runs]
+
+        def covered(pfn: int) -> bool:
+            i = bisect.bisect_right(run_starts, pfn) - 1
+            return i >= 0 and pfn < self.runs[i].end_pfn
+
+        self.partial_pfns = sorted({pfn for pfn in self._edge_pfns() if not covered(pfn)})
+
+    def _whole_page_runs(self) -> list[PageRun]:
+        ps = self.page_size
+        candidates: list[PageRun] = []
+        for seg in self.segments:
+            first = -(-seg.paddr // ps)
+            file_end = (seg.paddr + seg.filesz) // ps
+            mem_end = (seg.paddr + seg.memsz) // ps
+            if file_end > first:
+                candidates.append(PageRun(first, file_end, seg.offset + first * ps - seg.paddr))
+            zero_start = max(first, -(-(seg.paddr + seg.filesz) // ps))
+            if mem_end > zero_start:
+                candidates.append(PageRun(zero_start, mem_end, None))
+        # Sweep in pfn order, clipping each run to what no earlier run covers.
+        runs: list[PageRun] = []
+        covered_end = 0
+        for cand in sorted(candidates, key=lambda r: r.start_pfn):
+            start = max(cand.start_pfn, covered_end)
+            if start >= cand.end_pfn:
+                continue
+            offset = None if cand.file_offset is None else cand.file_offset + (start - cand.start_pfn) * ps
+            runs.append(PageRun(start, cand.end_pfn, offset))
+            covered_end = cand.end_pfn
+        return runs
+
+    def _edge_pfns(self) -> Iterator[int]:
+        ps = self.page_size
+        for seg in self.segments:
+            if not seg.memsz:
+                continue
+            for boundary in (seg.paddr, seg.paddr + seg.filesz, seg.paddr + seg.memsz):
+                if boundary % ps:
+                    yield boundary // ps
+
+    def read(self, paddr: int, length: int) -> bytes:
+        """Bytes of physical memory; parts no segment holds read as zeros."""
+        out = bytearray(length)
+        end = paddr + length
+        for seg in self.segments:
+            lo, hi = max(paddr, seg.paddr), min(end, seg.paddr + seg.filesz)
+            if lo < hi:
+                out[lo - paddr:hi - paddr] = self.file.pread(seg.offset + lo - seg.paddr, hi - lo)
+        return bytes(out)
+
+
+class Vmcore:
+    """An opened ELF vmcore: notes, VMCOREINFO and physical memory."""
+
+    def __init__(self, path: str) -> None:
+        self.file = VmcoreFile(path)
+        try:
+            self._parse()
+        except BaseException:
+            self.file.close()
+            raise
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> "Vmcore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _parse(self) -> None:
+        f = self.file
+        if f.size == 0:
+            raise InputError(f"{f.path} is empty")
+        ident = f.pread(0, min(f.size, elf.ELF64_EHDR.size))
+        if not ident.startswith(elf.ELF_MAGIC):
+            raise InputError(f"{f.path} is not an ELF file (no ELF magic)")
+        if len(ident) < elf.ELF64_EHDR.size:
+            raise InputError(f"{f.path}: truncated ELF header")
+        ehdr = elf.ELF64_EHDR.parse(ident)
+        if ehdr.e_ident[4] != elf.ELFCLASS64 or ehdr.e_ident[5] != elf.ELFDATA2LSB:
+            raise InputError(f"{f.path}: only little-endian ELF64 vmcores are supported")
+        if ehdr.e_type != elf.ET_CORE:
+            raise InputError(f"{f.path}: not an ELF core file (e_type {ehdr.e_type})")
+        if ehdr.e_phentsize != elf.ELF64_PHDR.size:
+            raise InputError(f"{f.path}: unexpected program header size {ehdr.e_phentsize}")
+        self.machine = elf.MACHINE_NAMES.get(ehdr.e_machine, f"machine-{ehdr.e_machine}")
+        self.e_machine = ehdr.e_machine
+        phnum = ehdr.e_phnum
+        if phnum == elf.PN_XNUM:
+            # More than 65535 headers: the real count is in section header 0's sh_info.
+            if ehdr.e_shoff == 0 or ehdr.e_shoff + elf.ELF64_SHDR.size > f.size:
+                raise InputError(f"{f.path}: e_phnum is PN_XNUM but section header 0 is missing")
+            phnum = elf.ELF64_SHDR.parse(f.pread(ehdr.e_shoff, elf.ELF64_SHDR.size)).sh_info
+        table_size = phnum * elf.ELF64_PHDR.size
+        if ehdr.e_phoff + table_size > f.size:
+            raise InputError(f"{f.path}: truncated program headers "
+                             f"({phnum} at offset {ehdr.e_phoff}, file has {f.size} bytes)")
+        table = f.pread(ehdr.e_phoff, table_size)
+        phdrs = [elf.ELF64_PHDR.parse(table, i * elf.ELF64_PHDR.size) for i in range(phnum)]
+        for i, ph in enumerate(phdrs):
+            if ph.p_type in (elf.PT_LOAD, elf.PT_NOTE) and ph.p_offset + ph.p_filesz > f.size:
+                raise InputError(f"{f.path}: segment {i} (offset {ph.p_offset:#x}, "
+                                 f"{ph.p_filesz} bytes) runs past the end of the file ({f.size} bytes)")
+        note_phdrs = [ph for ph in phdrs if ph.p_type == elf.PT_NOTE]
+        if not note_phdrs:
+            raise InputError(f"{f.path}: no PT_NOTE segment: not a vmcore")
+        self.notes = b"".join(f.pread(ph.p_offset, ph.p_filesz) for ph in note_phdrs)
+        self.nr_cpus = 0
+        self.vmcoreinfo: VmcoreInfo | None = None
+        self.vmcoreinfo_offset = 0  # descriptor offset inside self.notes
+        for note in elf.iter_notes(self.notes):
+            if note.type == elf.NT_PRSTATUS and note.name == b"CORE":
+                self.nr_cpus += 1
+            elif note.name == elf.VMCOREINFO_NOTE_NAME and self.vmcoreinfo is None:
+                self.vmcoreinfo = VmcoreInfo.parse(note.desc)
+                self.vmcoreinfo_offset = note.desc_offset
+                self.vmcoreinfo_size = len(note.desc)
+        self.segments = [Segment(ph.p_paddr, ph.p_offset, ph.p_filesz, ph.p_memsz, ph.p_vaddr)
+                         for ph in phdrs if ph.p_type == elf.PT_LOAD]
+        if not self.segments:
+            raise InputError(f"{f.path}: no PT_LOAD segment: the vmcore holds no memory")
+        self.warnings: list[str] = []
+        info_page_size = self.vmcoreinfo.page_size if self.vmcoreinfo else None
+        if self.vmcoreinfo is None:
+            self.warnings.append("no VMCOREINFO note: page filtering that needs kernel data is off")
+        elif self.vmcoreinfo.problems:
+            self.warnings.append(f"VMCOREINFO: {len(self.vmcoreinfo.problems)} line(s) ignored, "
+                                 f"first: {self.vmcoreinfo.problems[0]}")
+        if info_page_size is None:
+            info_page_size = resource.getpagesize()
+            if self.vmcoreinfo is not None:
+                self.warnings.append(f"VMCOREINFO has no valid PAGESIZE: assuming {info_page_size}")
+        self.page_size = info_page_size
+        self.memory = PhysicalMemory(f, self.segments, self.page_size)
+
+    @property
+    def osrelease(self) -> str:
+        return (self.vmcoreinfo.osrelease if self.vmcoreinfo else None) or ""
+
+    @property
+    def phys_base(self) -> int:
+        """x86_64 phys_base: VMCOREINFO's value, else derived from the kernel-text PT_LOAD."""
+        if self.vmcoreinfo and "phys_base" in self.vmcoreinfo.numbers:
+            return self.vmcoreinfo.numbers["phys_base"]
+        if self.e_machine == elf.EM_X86_64:
+            for seg in self.segments:
+                if seg.vaddr >= X86_64_START_KERNEL_MAP:
+                    return seg.paddr - (seg.vaddr - X86_64_START_KERNEL_MAP)
+        return 0
+
+    def kernel_symbol_paddr(self, name: str) -> int | None:
+        """Physical address of a kernel-image symbol named in VMCOREINFO (x86_64 only)."""
+        if self.vmcoreinfo is None or self.e_machine != elf.EM_X86_64:
+            return None
+        vaddr = self.vmcoreinfo.symbols.get(name)
+        if vaddr is None or vaddr < X86_64_START_KERNEL_MAP:
+            return None
+        return vaddr - X86_64_START_KERNEL_MAP + self.phys_base
+
+    def utsname(self) -> dict[str, str]:
+        """The crashed kernel's utsname (init_uts_ns), or what VMCOREINFO and ELF tell."""
+        # The kernel's own defaults for what is unknown ("(none)", UTS_VERSION placeholder):
+        # libkdumpfile ignores a utsname with empty fields and then cannot tell the architecture.
+        uts = {"sysname": "Linux", "nodename": "(none)", "release": self.osrelease or "unknown",
+               "version": "unknown", "machine": self.machine, "domainname": "(none)"}
+        info = self.vmcoreinfo
+        base = self.kernel_symbol_paddr("init_uts_ns")
+        name_offset = info.offsets.get("uts_namespace.name") if info else None
+        if base is None or name_offset is None:
+            return uts
+        raw = self.memory.read(base + name_offset, 6 * 65)
+        fields = [raw[i * 65:(i + 1) * 65].split(b"\0", 1)[0].decode("utf-8", "replace") for i in range(6)]
+        names = ("sysname", "nodename", "release", "version", "machine", "domainname")
+        # Trust memory only if it agrees with VMCOREINFO: a wrong phys_base reads garbage.
+        if fields[2] != self.osrelease:
+            return uts
+        return dict(zip(names, fields))

@@ -1,0 +1,20 @@
+from Cython.Build import cythonize
+from setuptools import Extension, find_packages, setup
+
+setup(
+    name="vmcore-collector",
+    version="0.1.0",
+    description="Collects Linux crash dumps (/proc/vmcore) into kdump-compressed files",
+    packages=find_packages(include=["collector", "collector.*"]),
+    ext_modules=cythonize(
+        [Extension("collector._fastcopy", ["_fastcopy.pyx"], extra_compile_args=["-O3"])],
+        compiler_directives={"language_level": "3"},
+    ),
+    python_requires=">=3.9",
+    install_requires=["zstandard>=0.19", "paramiko>=3"],
+    extras_require={"test": ["pytest>=7", "hypothesis>=6", "drgn>=0.0.25"]},
+    entry_points={"console_scripts": [
+        "vmcore-save=collector.cli:main",
+        "vmcore-rearrange=collector.cli:rearrange_main",
+    ]},
+)

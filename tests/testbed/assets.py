@@ -1,0 +1,206 @@
+"""Host-side files the guests need: kernels, user-space tools, disk image, initramfs.
+
+Everything lives under the cache folder (env ``VMCORE_TESTBED_CACHE``, default
+``<repo>/.cache/testbed``) and is built once, under a lock, then reused.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import lzma
+import os
+import shutil
+import struct
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import debian, initramfs
+from .errors import TestbedError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Modules both guest stages load, with their dependencies (resolved from modules.dep):
+# 9p for the host shares, virtio-blk + ext4 for the workload's page cache disk,
+# qemu_fw_cfg so QEMU's vmcoreinfo device learns where VMCOREINFO is, virtio-net
+# for user networking from the capture kernel. ext4 needs crc32c through a softdep,
+# which modules.dep does not list.
+GUEST_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "9pnet_virtio", "9p", "crc32c_generic", "ext4",
+                 "qemu_fw_cfg")
+
+GUEST_DIR = Path(__file__).resolve().parent / "guest"
+
+
+def cache_dir() -> Path:
+    """The test bed's cache folder (created on first use)."""
+    path = Path(os.environ.get("VMCORE_TESTBED_CACHE", REPO_ROOT / ".cache" / "testbed"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextmanager
+def locked(name: str) -> Iterator[None]:
+    """Hold an exclusive lock shared with every other process using the same cache."""
+    lock_dir = cache_dir() / "locks"
+    lock_dir.mkdir(exist_ok=True)
+    with open(lock_dir / f"{name}.lock", "w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        yield
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One unpacked Debian kernel with the two initramfs images built for it."""
+
+    release: str  # uname -r, e.g. "6.1.0-56-amd64"
+    bzimage: Path  # for SeaBIOS boot and as the kexec'd capture kernel
+    vmlinux: Path  # uncompressed ELF, for PVH boot
+    first_initramfs: Path
+    capture_initramfs: Path
+
+    @property
+    def directory(self) -> Path:
+        return self.bzimage.parent
+
+
+def prepare_kernel(kernel: str) -> Kernel:
+    """Fetch, unpack and prepare ``kernel`` (a series like "6.1" or an exact release).
+
+    A series is resolved to its newest package once; the cache then keeps that release.
+    """
+    with locked(f"kernel-{kernel}"):
+        directory = cache_dir() / "kernels" / kernel
+        ready = directory / "READY"
+        if not ready.exists():
+            if directory.exists():
+                shutil.rmtree(directory)
+            _build_kernel_dir(kernel, directory)
+            ready.write_text("")
+        release = (directory / "release").read_text().strip()
+        return Kernel(
+            release=release,
+            bzimage=directory / "vmlinuz",
+            vmlinux=directory / "vmlinux",
+            first_initramfs=directory / "first.cpio",
+            capture_initramfs=directory / "capture.cpio",
+        )
+
+
+def _build_kernel_dir(kernel: str, directory: Path) -> None:
+    apt, package = debian.find_kernel_package(kernel, cache_dir() / "apt")
+    (deb,) = apt.download([package], cache_dir() / "debs" / apt.suite)
+    root = directory / "root"
+    debian.extract_deb(deb, root)
+    # trixie and later ship modules under usr/lib only; depmod -b looks in lib/modules.
+    if not (root / "lib").exists():
+        (root / "lib").symlink_to("usr/lib")
+    (release_dir,) = (root / "lib" / "modules").iterdir()
+    release = release_dir.name
+    subprocess.run(["depmod", "-b", str(root), release], check=True)
+    shutil.copyfile(root / "boot" / f"vmlinuz-{release}", directory / "vmlinuz")
+    (directory / "vmlinux").write_bytes(extract_vmlinux((directory / "vmlinuz").read_bytes()))
+    (directory / "release").write_text(release + "\n")
+
+    tools = prepare_tools()
+    modules = initramfs.resolve_modules(release_dir, GUEST_MODULES)
+    common = initramfs.Image()
+    common.add_busybox(tools / "busybox")
+    common.add_modules(modules)
+    common.add_file("/lib.sh", GUEST_DIR / "lib.sh", mode=0o644)
+
+    first = common.copy()
+    first.add_tree(tools / "kexec")
+    first.add_file("/init", GUEST_DIR / "init-first.sh", mode=0o755)
+    first.write(directory / "first.cpio")
+
+    capture = common.copy()
+    capture.add_file("/init", GUEST_DIR / "init-capture.sh", mode=0o755)
+    capture.write(directory / "capture.cpio")
+
+
+def extract_vmlinux(bzimage: bytes) -> bytes:
+    """Decompress the ELF kernel inside a bzImage (xz on 6.1, zstd on 6.12).
+
+    The setup header's payload_offset/payload_length locate the compressed kernel; its
+    last 4 bytes are the uncompressed size, which zstd would take as a broken frame.
+    """
+    setup_sectors = bzimage[0x1F1] or 4
+    payload_offset, payload_length = struct.unpack_from("<II", bzimage, 0x248)
+    start = (setup_sectors + 1) * 512 + payload_offset
+    payload = bzimage[start:start + payload_length]
+    if payload.startswith(b"\xfd7zXZ\x00"):
+        elf = lzma.LZMADecompressor().decompress(payload)
+    elif payload.startswith(b"\x28\xb5\x2f\xfd"):
+        elf = subprocess.run(["zstd", "-dc"], input=payload[:-4], capture_output=True, check=True).stdout
+    else:
+        raise TestbedError(f"unsupported bzImage compression (magic {payload[:6].hex()})")
+    if not elf.startswith(b"\x7fELF"):
+        raise TestbedError("decompressed bzImage payload is not an ELF file")
+    return elf
+
+
+def prepare_tools() -> Path:
+    """busybox and kexec (with the Xen libraries Debian links it to), from bookworm.
+
+    Returns a folder holding ``busybox`` and ``kexec/`` (a root tree: sbin/kexec plus
+    every shared library it loads, at the paths its loader looks them up).
+    """
+    with locked("tools"):
+        directory = cache_dir() / "tools"
+        if (directory / "READY").exists():
+            return directory
+        if directory.exists():
+            shutil.rmtree(directory)
+        apt = debian.PrivateApt(debian.TOOLS_SUITE, cache_dir() / "apt" / debian.TOOLS_SUITE)
+        # kexec-tools links libxenctrl & co; those packages are not installed on a fresh machine.
+        xen_libraries = [name for name in apt.recursive_depends("kexec-tools")
+                         if name.startswith(("libxen", "libyajl"))]
+        debs = apt.download(["busybox-static", "kexec-tools", *xen_libraries],
+                            cache_dir() / "debs" / apt.suite)
+        sysroot = directory / "sysroot"
+        for deb in debs:
+            debian.extract_deb(deb, sysroot)
+        shutil.copyfile(sysroot / "bin" / "busybox", directory / "busybox")
+        _collect_kexec(sysroot, directory / "kexec")
+        (directory / "READY").write_text("")
+        return directory
+
+
+def _collect_kexec(sysroot: Path, dest: Path) -> None:
+    """Copy sbin/kexec and what ``ldd`` resolves for it (sysroot libraries first)."""
+    kexec = sysroot / "sbin" / "kexec"
+    library_dirs = [str(p) for p in (sysroot / "usr/lib/x86_64-linux-gnu", sysroot / "lib/x86_64-linux-gnu")
+                    if p.exists()]
+    ldd = subprocess.run(["ldd", str(kexec)], capture_output=True, text=True, check=True,
+                         env={**os.environ, "LD_LIBRARY_PATH": ":".join(library_dirs)}).stdout
+    if "not found" in ldd:
+        raise TestbedError(f"kexec has unresolved libraries:\n{ldd}")
+    (dest / "sbin").mkdir(parents=True)
+    shutil.copy2(kexec, dest / "sbin" / "kexec")
+    # The guest looks every library up in /lib/x86_64-linux-gnu; the loader at /lib64.
+    (dest / "lib" / "x86_64-linux-gnu").mkdir(parents=True)
+    (dest / "lib64").mkdir()
+    for line in ldd.splitlines():
+        parts = line.split()
+        if "=>" in parts and len(parts) >= 3 and parts[2].startswith("/"):
+            shutil.copyfile(parts[2], dest / "lib" / "x86_64-linux-gnu" / parts[0])
+        elif parts and parts[0].startswith("/lib64/"):
+            # The kernel exec()s the loader: it keeps its mode bits.
+            shutil.copy(parts[0], dest / parts[0].lstrip("/"))
+
+
+def prepare_disk() -> Path:
+    """An empty 128 MiB ext4 image the workload writes to (QEMU opens it with snapshot=on)."""
+    with locked("disk"):
+        image = cache_dir() / "workload-disk.ext4"
+        if not image.exists():
+            partial = image.with_suffix(".partial")
+            with open(partial, "wb") as f:
+                f.truncate(128 << 20)
+            # Initialise inode tables now so the guest runs no ext4lazyinit writes.
+            subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0",
+                            str(partial)], check=True)
+            partial.rename(image)
+        return image
