@@ -16,9 +16,9 @@ from .. import elf, fastcopy
 from ..classify import DL_ZERO, PageClassifier
 from ..pipeline import PageReader
 from ..sink import Sink
-from ..vmcore import MAP_WINDOW_BYTES, Vmcore
+from ..vmcore import Segment, Vmcore
 from ..progress import Progress
-from .kdump import DumpResult, TARGET_FULL_ERRNOS
+from .kdump import FLUSH_BYTES, TARGET_FULL_ERRNOS, DumpResult
 
 PF_RWX = 7
 
@@ -55,6 +55,13 @@ def _kept_ranges(vmcore: Vmcore, classifier: PageClassifier) -> Iterator[tuple[i
         yield index, lo, hi
 
 
+def _load_phdr(seg: Segment, lo: int, offset: int, hi: int) -> bytes:
+    return elf.ELF64_PHDR.build(
+        p_type=elf.PT_LOAD, p_flags=PF_RWX, p_offset=offset,
+        p_vaddr=seg.vaddr + (lo - seg.paddr) if seg.vaddr else 0, p_paddr=lo,
+        p_filesz=hi - lo, p_memsz=hi - lo, p_align=0)
+
+
 def write_elf(sink: Sink, vmcore: Vmcore, classifier: PageClassifier, progress: Progress) -> DumpResult:
     result = DumpResult()
     ps = vmcore.page_size
@@ -84,6 +91,7 @@ def write_elf(sink: Sink, vmcore: Vmcore, classifier: PageClassifier, progress: 
     total = sum(seg.memsz for seg in vmcore.segments)
     progress.start("pages", total)
     phdrs = bytearray()  # program headers whose data is written, not yet the headers
+    current = None       # (segment, first paddr, file offset) of the range being written
     phdr_offset = phoff + elf.ELF64_PHDR.size
     try:
         sink.reserve(0, data_offset)
@@ -94,18 +102,15 @@ def write_elf(sink: Sink, vmcore: Vmcore, classifier: PageClassifier, progress: 
                 sh_name=0, sh_type=0, sh_flags=0, sh_addr=0, sh_offset=0, sh_size=0, sh_link=0,
                 sh_info=phnum, sh_addralign=0, sh_entsize=0))
         for index, lo, hi in _kept_ranges(vmcore, classifier):
-            seg = vmcore.segments[index]
-            start_offset = data_offset
-            for chunk in range(lo, hi, MAP_WINDOW_BYTES):
-                length = min(MAP_WINDOW_BYTES, hi - chunk)
+            current = (vmcore.segments[index], lo, data_offset)
+            for chunk in range(lo, hi, FLUSH_BYTES):
+                length = min(FLUSH_BYTES, hi - chunk)
                 sink.write_at(data_offset, vmcore.memory.read(chunk, length))
                 data_offset += length
                 result.bytes_in += length
                 progress.update(result.bytes_in)
-            phdrs += elf.ELF64_PHDR.build(
-                p_type=elf.PT_LOAD, p_flags=PF_RWX, p_offset=start_offset,
-                p_vaddr=seg.vaddr + (lo - seg.paddr) if seg.vaddr else 0, p_paddr=lo,
-                p_filesz=hi - lo, p_memsz=hi - lo, p_align=0)
+            phdrs += _load_phdr(*current, hi)
+            current = None
             result.counts.written += -(-(hi - lo) // ps)
             if len(phdrs) >= 1 << 16:
                 sink.write_at(phdr_offset, phdrs)
@@ -116,6 +121,9 @@ def write_elf(sink: Sink, vmcore: Vmcore, classifier: PageClassifier, progress: 
         if e.errno not in TARGET_FULL_ERRNOS:
             raise
         result.complete, result.error = False, f"target full or failing: {e.strerror or e}"
+        if current is not None and data_offset > current[2]:  # keep what got out of this range
+            segment, lo, offset = current
+            phdrs += _load_phdr(segment, lo, offset, lo + data_offset - offset)
         try:  # headers of the segments already written; the space for them is reserved
             sink.write_at(phdr_offset, phdrs)
         except OSError:

@@ -49,8 +49,9 @@ KDUMP_SUB_HEADER = Record("kdump_sub_header", [
 ])
 PAGE_DESC = Record("page_desc", [("offset", "q"), ("size", "I"), ("flags", "I"), ("page_flags", "Q")])
 
-# Flush page data and the descriptors that point into it after this much data.
-FLUSH_BYTES = 4 << 20
+# Flush page data and the descriptors that point into it after this much data: a target that
+# fills up loses at most this much of what was compressed before the error.
+FLUSH_BYTES = 1 << 20
 # Errors that end the page pass with an incomplete (still readable) dump.
 TARGET_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EPIPE}
 
@@ -173,7 +174,6 @@ def write_kdump(sink: Sink, vmcore: Vmcore, classifier: PageClassifier, compress
                     else:
                         writer.add(batch.data[i * ps:(i + 1) * ps], 0)
                 result.counts.zero += batch.nzero
-                writer.flush_if_full()
                 progress.update(writer.pages)
         writer.flush()
     except OSError as e:
@@ -212,13 +212,13 @@ class _PageDataWriter:
         self.data += payload
         self.pages += 1
         self._pending_stored += 1
+        if len(self.data) >= FLUSH_BYTES:
+            self.flush()
 
     def add_shared(self, desc: bytes) -> None:
         self.descs += desc
         self.pages += 1
-
-    def flush_if_full(self) -> None:
-        if len(self.data) >= FLUSH_BYTES or len(self.descs) >= FLUSH_BYTES // 16:
+        if len(self.descs) >= FLUSH_BYTES // 16:
             self.flush()
 
     def flush(self) -> None:

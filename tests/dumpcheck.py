@@ -1,0 +1,48 @@
+"""Read dumps back with real readers (drgn, i.e. libkdumpfile) and with our own readers."""
+
+from __future__ import annotations
+
+import drgn
+
+from collector.formats.kdump import KdumpFile
+from collector.vmcore import Vmcore
+
+
+def drgn_program(path: str) -> drgn.Program:
+    prog = drgn.Program()
+    prog.set_core_dump(path)
+    return prog
+
+
+def drgn_page(prog: drgn.Program, pfn: int, page_size: int) -> bytes | None:
+    """The page as drgn reads it, None if drgn says it is not in the dump."""
+    try:
+        return prog.read(pfn * page_size, page_size, True)
+    except drgn.FaultError:
+        return None
+
+
+def check_kdump(path: str, expected: dict[int, bytes], page_size: int, excluded: set[int] = frozenset()) -> None:
+    """Every expected page reads back equal through drgn and our reader; excluded ones fault."""
+    prog = drgn_program(path)
+    dump = KdumpFile.open(path)
+    for pfn, page in expected.items():
+        want = None if pfn in excluded else page
+        assert dump.read_page(pfn) == want, f"own reader: pfn {pfn:#x}"
+        assert drgn_page(prog, pfn, page_size) == want, f"drgn: pfn {pfn:#x}"
+
+
+def check_elf(path: str, expected: dict[int, bytes], page_size: int, excluded: set[int] = frozenset()) -> None:
+    prog = drgn_program(path)
+    with Vmcore(path) as core:
+        present = {pfn for run in core.memory.runs for pfn in range(run.start_pfn, run.end_pfn)}
+        present |= set(core.memory.partial_pfns)
+        for pfn, page in expected.items():
+            if pfn in excluded:
+                assert pfn not in present, f"own reader: pfn {pfn:#x} should be left out"
+                assert drgn_page(prog, pfn, page_size) is None
+            else:
+                assert core.memory.read(pfn * page_size, page_size) == page, f"own reader: pfn {pfn:#x}"
+                got = drgn_page(prog, pfn, page_size)
+                # drgn faults on a page only partly covered by a segment; compare what it has.
+                assert got is None and pfn in core.memory.partial_pfns or got == page, f"drgn: pfn {pfn:#x}"
