@@ -7,7 +7,7 @@ import os
 import socket
 import sys
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 from . import fastcopy
 from .classify import DL_ZERO, MAX_DUMP_LEVEL, PageClassifier
@@ -17,7 +17,8 @@ from .formats.elfcore import write_elf
 from .formats.kdump import DumpResult, KdumpFile, write_kdump
 from .pipeline import PageCompressor
 from .progress import PROGRAM, LineProgress, format_duration
-from .targets.local import LocalFile, commit_file, make_dump_dir
+from .targets import Appender, Target, TargetFile
+from .targets.local import LocalFile, LocalTarget
 from .vmcore import Vmcore
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
@@ -53,29 +54,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return _run(_save, argv)
+    return _run(_save, argv, PROGRAM)
 
 
 def rearrange_main(argv: Sequence[str] | None = None) -> int:
-    return _run(_rearrange, argv)
+    return _run(_rearrange, argv, "vmcore-rearrange")
 
 
-def _run(command, argv: Sequence[str] | None) -> int:  # type: ignore[no-untyped-def]
+def _run(command: Callable[[list[str]], int], argv: Sequence[str] | None, program: str) -> int:
     try:
         return command(list(sys.argv[1:] if argv is None else argv))
     except CollectorError as e:
-        print(f"{PROGRAM}: error: {e}", file=sys.stderr)
+        print(f"{program}: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print(f"{PROGRAM}: interrupted", file=sys.stderr)
+        print(f"{program}: interrupted", file=sys.stderr)
         return 130
     except OSError as e:
-        print(f"{PROGRAM}: error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
+        print(f"{program}: error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
         return EXIT_FAILED
     except Exception as e:  # never a traceback on a console in a capture kernel
         if os.environ.get(DEBUG_ENV):
             raise
-        print(f"{PROGRAM}: internal error: {type(e).__name__}: {e} (set {DEBUG_ENV}=1 for a traceback)",
+        print(f"{program}: internal error: {type(e).__name__}: {e} (set {DEBUG_ENV}=1 for a traceback)",
               file=sys.stderr)
         return EXIT_FAILED
 
@@ -100,18 +101,22 @@ def _save(argv: list[str]) -> int:
         if classifier.unapplied_levels:
             progress.message(f"note: dump level bits {classifier.unapplied_levels} (page cache, user, "
                              "free) are not applied yet: those pages are kept")
-        if args.output:
-            path, final_path = args.output, None
-        else:
-            directory = make_dump_dir(args.dest, _dump_dir_name(vmcore))
-            name = "vmcore.flat" if args.format == "flat" else "vmcore"
-            path, final_path = os.path.join(directory, "vmcore-incomplete"), os.path.join(directory, name)
-        result = _write(vmcore, classifier, args, path, progress)
-    sync_started = time.monotonic()
-    if final_path and result.complete:
-        commit_file(path, final_path)
-        path = final_path
-    result.phases["commit"] = time.monotonic() - sync_started
+        target = LocalTarget((os.path.dirname(args.output) or ".") if args.output else args.dest)
+        try:
+            if args.output:
+                path, final_path = args.output, None
+            else:
+                directory = target.make_dump_dir(_dump_dir_name(vmcore))
+                name = "vmcore.flat" if args.format == "flat" else "vmcore"
+                path, final_path = os.path.join(directory, "vmcore-incomplete"), os.path.join(directory, name)
+            result = _write(vmcore, classifier, args, target, path, progress)
+            commit_started = time.monotonic()
+            if final_path and result.complete:
+                target.commit(path, final_path)
+                path = final_path
+            result.phases["commit"] = time.monotonic() - commit_started
+        finally:
+            target.close()
     if not args.quiet:
         _summary(result, path, args, time.monotonic() - started)
     if not result.complete:
@@ -121,34 +126,50 @@ def _save(argv: list[str]) -> int:
     return EXIT_OK
 
 
-def _write(vmcore: Vmcore, classifier: PageClassifier, args: argparse.Namespace, path: str,
-           progress: LineProgress) -> DumpResult:
+def _write(vmcore: Vmcore, classifier: PageClassifier, args: argparse.Namespace, target: Target,
+           path: str, progress: LineProgress) -> DumpResult:
+    """Write one dump file in the chosen format; stdout (path "-") takes the flattened stream."""
     compressor = PageCompressor(args.compress, args.level, args.threads)
+    file: TargetFile = StdoutFile() if path == "-" else target.create(path)
     try:
-        if args.format == "flat":
-            stream = sys.stdout.buffer if path == "-" else open(path, "wb", buffering=1 << 20)
-            sink = flat.FlatSink(stream.write)
-            result = write_kdump(sink, vmcore, classifier, compressor, progress)
-            sink.close()
-            stream.flush()
-            if stream is not sys.stdout.buffer:
-                os.fsync(stream.fileno())
-                stream.close()
-            return result
-        target = LocalFile(path)
-        try:
-            if args.format == "elf":
-                result = write_elf(target, vmcore, classifier, progress)
-            else:
-                result = write_kdump(target, vmcore, classifier, compressor, progress)
-            sync_started = time.monotonic()
-            target.sync()
-            result.phases["sync"] = time.monotonic() - sync_started
-        finally:
-            target.close()
+        if args.format == "elf":
+            result = write_elf(file, vmcore, classifier, progress)
+        elif args.format == "flat":
+            stream = flat.FlatSink(Appender(file).write)
+            result = write_kdump(stream, vmcore, classifier, compressor, progress)
+            stream.close()
+        else:
+            result = write_kdump(file, vmcore, classifier, compressor, progress)
+        sync_started = time.monotonic()
+        file.sync()
+        result.phases["sync"] = time.monotonic() - sync_started
         return result
     finally:
+        file.close()
         compressor.close()
+
+
+class StdoutFile:
+    """Standard output as a TargetFile: only sequential writes (the flattened stream)."""
+
+    def __init__(self) -> None:
+        self.stream = sys.stdout.buffer
+        self.offset = 0
+
+    def write_at(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        if offset != self.offset:
+            raise ValueError("standard output only takes sequential writes")
+        self.stream.write(data)
+        self.offset += len(data)
+
+    def reserve(self, offset: int, length: int) -> None:
+        """A pipe cannot reserve space."""
+
+    def sync(self) -> None:
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.flush()
 
 
 def _dump_dir_name(vmcore: Vmcore) -> str:

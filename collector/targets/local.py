@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-from typing import BinaryIO
 
 
 class LocalFile:
-    """A Sink over a regular file, written with pwrite."""
+    """A TargetFile over a regular file, written with pwrite."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -33,36 +32,38 @@ class LocalFile:
         os.close(self.fd)
 
 
-class StreamFile:
-    """A sequential stream (stdout or a pipe) for formats that never seek: flattened."""
+class LocalTarget:
+    """Dumps under a directory of a mounted file system."""
 
-    def __init__(self, stream: BinaryIO) -> None:
-        self.stream = stream
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.description = root
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.stream.write(data)
+    def make_dump_dir(self, name: str) -> str:
+        """Create ``root/name`` (0700), or ``name-1``, ``name-2``... if it exists."""
+        os.makedirs(self.root, exist_ok=True)
+        for attempt in range(1000):
+            path = os.path.join(self.root, name if attempt == 0 else f"{name}-{attempt}")
+            try:
+                os.mkdir(path, 0o700)
+                return path
+            except FileExistsError:
+                continue
+        raise FileExistsError(f"no free dump directory name under {self.root}")
 
-    def sync(self) -> None:
-        self.stream.flush()
+    def create(self, path: str) -> LocalFile:
+        return LocalFile(path)
 
+    def commit(self, tmp_path: str, final_path: str) -> None:
+        os.rename(tmp_path, final_path)
+        sync_dir(os.path.dirname(final_path) or ".")
 
-def make_dump_dir(root: str, name: str) -> str:
-    """Create ``root/name`` (0700), or ``name-1``, ``name-2``... if it exists; return its path."""
-    os.makedirs(root, exist_ok=True)
-    for attempt in range(1000):
-        path = os.path.join(root, name if attempt == 0 else f"{name}-{attempt}")
-        try:
-            os.mkdir(path, 0o700)
-            return path
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free dump directory name under {root}")
+    def free_space(self, path: str) -> int:
+        st = os.statvfs(path)
+        return st.f_bavail * st.f_frsize
 
-
-def commit_file(tmp_path: str, final_path: str) -> None:
-    """Make a fully written file visible under its final name, durably."""
-    os.rename(tmp_path, final_path)
-    sync_dir(os.path.dirname(final_path) or ".")
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 def sync_dir(path: str) -> None:
