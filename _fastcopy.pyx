@@ -6,7 +6,33 @@ keep the two in step (the test suite runs on both and compares them).
 """
 
 from libc.string cimport memcpy, memset, memcmp
-from libc.stdint cimport uint8_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
+
+from collector.page_encoding import PARAM_INDEX
+
+cdef Py_ssize_t P_SIZE = PARAM_INDEX["struct_size"], P_FLAGS = PARAM_INDEX["off_flags"]
+cdef Py_ssize_t P_MAPPING = PARAM_INDEX["off_mapping"], P_MAPCOUNT = PARAM_INDEX["off_mapcount"]
+cdef Py_ssize_t P_PRIVATE = PARAM_INDEX["off_private"], P_HEAD = PARAM_INDEX["off_compound_head"]
+cdef Py_ssize_t P_ORDER_MODE = PARAM_INDEX["order_mode"], P_ORDER = PARAM_INDEX["off_order"]
+cdef Py_ssize_t P_DTOR = PARAM_INDEX["off_dtor"], P_HEAD_MASK = PARAM_INDEX["head_mask"]
+cdef Py_ssize_t P_LRU = PARAM_INDEX["pg_lru"], P_PG_PRIVATE = PARAM_INDEX["pg_private"]
+cdef Py_ssize_t P_SWAPCACHE = PARAM_INDEX["pg_swapcache"], P_SWAPBACKED = PARAM_INDEX["pg_swapbacked"]
+cdef Py_ssize_t P_SLAB = PARAM_INDEX["pg_slab"], P_HWPOISON = PARAM_INDEX["pg_hwpoison"]
+cdef Py_ssize_t P_BUDDY = PARAM_INDEX["buddy_value"], P_OFFLINE = PARAM_INDEX["offline_value"]
+cdef Py_ssize_t P_SLAB_TYPE = PARAM_INDEX["slab_value"], P_HUGETLB = PARAM_INDEX["hugetlb_value"]
+cdef Py_ssize_t P_HUGETLB_DTOR = PARAM_INDEX["hugetlb_dtor"]
+cdef Py_ssize_t P_UNACCEPTED = PARAM_INDEX["unaccepted_value"]
+cdef Py_ssize_t P_MAX_ORDER = PARAM_INDEX["max_order"], P_LEVEL = PARAM_INDEX["dump_level"]
+
+# Class indexes, as collector/page_encoding.py numbers them.
+DEF C_CACHE = 0
+DEF C_CACHE_PRIVATE = 1
+DEF C_USER = 2
+DEF C_FREE = 3
+DEF C_HWPOISON = 4
+DEF C_OFFLINE = 5
+DEF C_KEEP = -1
+DEF C_BAD_ORDER = 6
 
 
 def gather_pages(const uint8_t[::1] src, const uint8_t[::1] bitmap, Py_ssize_t first_bit,
@@ -88,6 +114,96 @@ def bit_runs(const uint8_t[::1] bitmap, Py_ssize_t start, Py_ssize_t end):
                 bit += 1
         runs.append((run_start, bit))
     return runs
+
+
+cdef inline uint64_t u64(const uint8_t *p) nogil:
+    return (<const uint64_t *>p)[0]
+
+
+cdef inline bint flag(uint64_t flags, int64_t bit) nogil:
+    return bit >= 0 and (flags >> bit) & 1
+
+
+def classify_pages(const uint8_t[::1] pages, Py_ssize_t npages, const int64_t[::1] p,
+                   uint8_t[::1] bitmap, Py_ssize_t first_bit, uint64_t first_pfn,
+                   int64_t[::1] counts):
+    """Clear the bits of excluded pages among ``npages`` struct pages (pfn first_pfn + i is
+    bit first_bit + i of bitmap) and add the cleared pages to counts[class].
+
+    The order of the tests is makedumpfile's: compound tails go with their head; free buddy
+    blocks; cache without private; all cache; user data; always hwpoison and offline pages.
+    counts[6] counts buddy blocks whose order is implausible (kept).
+    """
+    cdef Py_ssize_t size = p[P_SIZE], i = 0, j, end, bit, nr
+    cdef int64_t level = p[P_LEVEL], order, cls
+    cdef const uint8_t *page
+    cdef const uint8_t *tail
+    cdef uint64_t flags, mapping, private, head
+    cdef uint32_t mapcount
+    cdef int64_t dtor
+    cdef bint slab, cache, anon, hugetlb, buddy
+    with nogil:
+        while i < npages:
+            page = &pages[i * size]
+            flags = u64(page + p[P_FLAGS])
+            mapping = u64(page + p[P_MAPPING])
+            mapcount = (<const uint32_t *>(page + p[P_MAPCOUNT]))[0]
+            private = u64(page + p[P_PRIVATE]) if p[P_PRIVATE] >= 0 else 0
+            head = u64(page + p[P_HEAD])
+            order = 0
+            dtor = -1
+            if flags & <uint64_t>p[P_HEAD_MASK] and i + 1 < npages:
+                tail = page + size
+                if p[P_ORDER_MODE] == 1:
+                    order = tail[p[P_ORDER]]
+                elif p[P_ORDER_MODE] == 2:
+                    order = u64(tail + p[P_FLAGS]) & 0xFF
+                if p[P_DTOR] >= 0:
+                    dtor = tail[p[P_DTOR]]
+                if order >= 64 or (first_pfn + i) & ((<uint64_t>1 << order) - 1):
+                    order = 0
+            nr = <Py_ssize_t>1 << order
+            slab = flag(flags, p[P_SLAB]) or (p[P_SLAB_TYPE] >= 0 and mapcount == <uint32_t>p[P_SLAB_TYPE])
+            cache = flag(flags, p[P_LRU]) or (flag(flags, p[P_SWAPCACHE]) and
+                                              (p[P_SWAPBACKED] < 0 or flag(flags, p[P_SWAPBACKED])))
+            anon = (mapping & 1) and not slab
+            hugetlb = ((p[P_HUGETLB] >= 0 and mapcount == <uint32_t>p[P_HUGETLB]) or
+                       (p[P_HUGETLB_DTOR] >= 0 and order > 0 and dtor == p[P_HUGETLB_DTOR]))
+            buddy = (not flag(flags, p[P_SLAB]) and
+                     ((p[P_BUDDY] >= 0 and mapcount == <uint32_t>p[P_BUDDY]) or
+                      (p[P_UNACCEPTED] >= 0 and mapcount == <uint32_t>p[P_UNACCEPTED])))
+            cls = C_KEEP
+            if head & 1:
+                pass  # a compound tail: excluded with its head or kept
+            elif level & 16 and buddy:
+                if private < <uint64_t>p[P_MAX_ORDER]:
+                    nr = <Py_ssize_t>1 << private
+                    cls = C_FREE
+                else:
+                    counts[C_BAD_ORDER] += 1
+            elif level & 2 and cache and not flag(flags, p[P_PG_PRIVATE]) and not anon:
+                cls = C_CACHE
+            elif level & 4 and cache and not anon:
+                cls = C_CACHE_PRIVATE if flag(flags, p[P_PG_PRIVATE]) else C_CACHE
+            elif level & 8 and (anon or hugetlb):
+                cls = C_USER
+            elif flag(flags, p[P_HWPOISON]):
+                cls = C_HWPOISON
+            elif (p[P_OFFLINE] >= 0 and not flag(flags, p[P_SLAB])
+                  and mapcount == <uint32_t>p[P_OFFLINE]):
+                cls = C_OFFLINE
+            if cls == C_KEEP:
+                i += 1
+                continue
+            end = i + nr
+            if end > npages:
+                end = npages
+            for j in range(i, end):
+                bit = first_bit + j
+                if bitmap[bit >> 3] & (1 << (bit & 7)):
+                    bitmap[bit >> 3] &= ~(1 << (bit & 7))
+                    counts[cls] += 1
+            i = end
 
 
 cdef extern from *:

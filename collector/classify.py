@@ -1,14 +1,22 @@
 """Page classification: which pfns are present in the vmcore and which are dumpable.
 
 Dump level is makedumpfile's bitmask. Zero pages (bit 1) are found while copying, by the page
-pipeline; the other classes need struct page data from the kernel.
+pipeline; the other classes come from each page's struct page, scanned a section at a time by
+the page scanner (_fastcopy.classify_pages). Whatever cannot be decided from sound kernel data
+is kept, with one warning naming the reason.
 """
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
+from typing import Callable
 
-from .vmcore import PhysicalMemory
+from . import fastcopy
+from .kernel import KernelMemory, TranslationError
+from .mm import MemMapError, SectionMemMap
+from .page_encoding import CLASS_NAMES, PageEncoding
+from .vmcore import PhysicalMemory, Vmcore
 
 DL_ZERO = 1
 DL_CACHE = 2
@@ -16,9 +24,10 @@ DL_CACHE_PRIVATE = 4
 DL_USER = 8
 DL_FREE = 16
 MAX_DUMP_LEVEL = 31
+STRUCT_PAGE_LEVELS = DL_CACHE | DL_CACHE_PRIVATE | DL_USER | DL_FREE
 
 # pfns per classification window: 4 Mi pfns = 512 KiB per bitmap (makedumpfile allows up to
-# 4 MiB of bitmap per cycle). Windows are multiples of 8 so each bitmap window is whole bytes.
+# 4 MiB of bitmap per cycle). A multiple of the section size, so no window splits a section.
 WINDOW_PFNS = 1 << 22
 
 
@@ -32,17 +41,47 @@ class PageCounts:
     cache_private: int = 0
     user: int = 0
     free: int = 0
+    hwpoison: int = 0
+    offline: int = 0
     written: int = 0
-    notes: list[str] = field(default_factory=list)
+
+    def add(self, class_counts: array) -> None:
+        for name, n in zip(CLASS_NAMES, class_counts):
+            setattr(self, name, getattr(self, name) + n)
 
 
 class PageClassifier:
     """Builds the 1st (present) and 2nd (dumpable) bitmaps window by window."""
 
-    def __init__(self, memory: PhysicalMemory, dump_level: int) -> None:
-        self.memory = memory
+    def __init__(self, vmcore: Vmcore, dump_level: int, warn: Callable[[str], None]) -> None:
+        self.memory: PhysicalMemory = vmcore.memory
         self.dump_level = dump_level
-        self.unapplied_levels = dump_level & ~DL_ZERO
+        self._warn = warn
+        self._warned: set[str] = set()
+        self.mem_map: SectionMemMap | None = None
+        self.params: array | None = None
+        if dump_level & STRUCT_PAGE_LEVELS:
+            self._setup_struct_pages(vmcore)
+
+    def _setup_struct_pages(self, vmcore: Vmcore) -> None:
+        if vmcore.vmcoreinfo is None:
+            self.warn_once("no VMCOREINFO: page cache, user and free pages are kept")
+            return
+        try:
+            self.mem_map = SectionMemMap(KernelMemory(vmcore), vmcore.vmcoreinfo, vmcore.page_size)
+        except (MemMapError, TranslationError) as e:
+            self.warn_once(f"cannot find struct pages ({e}): page cache, user and free pages are kept")
+            return
+        encoding = PageEncoding.from_vmcoreinfo(vmcore.vmcoreinfo)
+        for bit, reason in sorted(encoding.disabled.items()):
+            if self.dump_level & bit:
+                self.warn_once(f"dump level bit {bit} not applied: {reason}; those pages are kept")
+        self.params = encoding.vector(self.dump_level)
+
+    def warn_once(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            self._warn(f"warning: {message}")
 
     def windows(self) -> list[tuple[int, int]]:
         total = self.memory.max_mapnr
@@ -60,9 +99,31 @@ class PageClassifier:
                 _set_bits(bitmap, pfn - start, pfn - start + 1)
         return bitmap
 
-    def dumpable_bitmap(self, start: int, end: int) -> bytearray:
-        """Bit set for each pfn in [start, end) the dump keeps (zero pages still included)."""
-        return self.present_bitmap(start, end)
+    def dumpable_bitmap(self, start: int, end: int, counts: PageCounts | None = None) -> bytearray:
+        """Bit set for each pfn in [start, end) the dump keeps (zero pages still included).
+
+        Pages excluded per class are added to ``counts`` when given (once per dump).
+        """
+        bitmap = self.present_bitmap(start, end)
+        if self.mem_map is None or self.params is None:
+            return bitmap
+        class_counts = array("q", bytes(8 * 7))
+        section_pages = self.mem_map.pages_per_section
+        for section_start in range(start - start % section_pages, end, section_pages):
+            lo, hi = max(section_start, start), min(section_start + section_pages, end)
+            if not fastcopy.count_bits(bitmap, lo - start, hi - start):
+                continue  # a hole: no page of it is in the dump anyway
+            try:
+                pages = self.mem_map.read_struct_pages(lo, hi - lo)
+            except MemMapError as e:
+                self.warn_once(f"{e}: its pages are kept")
+                continue
+            fastcopy.classify_pages(pages, hi - lo, self.params, bitmap, lo - start, lo, class_counts)
+        if class_counts[6]:
+            self.warn_once(f"free page block with an implausible order: kept ({class_counts[6]} in window {start:#x})")
+        if counts is not None:
+            counts.add(class_counts)
+        return bitmap
 
 
 def _set_bits(bitmap: bytearray, lo: int, hi: int) -> None:

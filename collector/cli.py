@@ -97,10 +97,7 @@ def _save(argv: list[str]) -> int:
     with Vmcore(args.vmcore) as vmcore:
         for warning in vmcore.warnings:
             progress.message(f"warning: {warning}")
-        classifier = PageClassifier(vmcore.memory, args.dump_level)
-        if classifier.unapplied_levels:
-            progress.message(f"note: dump level bits {classifier.unapplied_levels} (page cache, user, "
-                             "free) are not applied yet: those pages are kept")
+        classifier = PageClassifier(vmcore, args.dump_level, progress.message)
         target = LocalTarget((os.path.dirname(args.output) or ".") if args.output else args.dest)
         try:
             if args.output:
@@ -181,7 +178,7 @@ def _summary(result: DumpResult, path: str, args: argparse.Namespace, total: flo
     c = result.counts
     level = "" if args.compress == "none" else f" level {args.level if args.level is not None else 1}"
     excluded = [("zero", c.zero), ("cache", c.cache), ("cache private", c.cache_private),
-                ("user", c.user), ("free", c.free)]
+                ("user", c.user), ("free", c.free), ("hwpoison", c.hwpoison), ("offline", c.offline)]
     lines = [
         f"saved {path} ({args.format}, {args.compress}{level}, dump level {args.dump_level}, "
         f"{'compiled' if fastcopy.COMPILED else 'pure-Python'} scanner, {args.threads} thread(s))",

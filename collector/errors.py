@@ -9,3 +9,10 @@ class CollectorError(Exception):
 
 class InputError(CollectorError):
     """The vmcore (or dump) given as input is unreadable or malformed."""
+
+
+class TargetUnreachable(CollectorError):
+    """A dump destination cannot be used (connection, authentication, host key); the next
+    --fallback destination is tried. Exit code 1: the command line was fine, the world was not."""
+
+    exit_code = 1

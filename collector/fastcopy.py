@@ -27,4 +27,5 @@ gather_pages = impl.gather_pages
 find_zero_pages = impl.find_zero_pages
 count_bits = impl.count_bits
 bit_runs = impl.bit_runs
+classify_pages = impl.classify_pages
 COMPILED = impl is not _fastcopy_py

@@ -135,7 +135,7 @@ def write_kdump(sink: Sink, vmcore: Vmcore, classifier: PageClassifier, compress
         ndump = 0
         for start, end in classifier.windows():
             present = classifier.present_bitmap(start, end)
-            dumpable = classifier.dumpable_bitmap(start, end)
+            dumpable = classifier.dumpable_bitmap(start, end, result.counts)
             sink.write_at(layout.bitmap1_offset + start // 8, present)
             sink.write_at(layout.bitmap2_offset + start // 8, dumpable)
             result.counts.present += fastcopy.count_bits(present, 0, end - start)

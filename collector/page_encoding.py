@@ -1,0 +1,117 @@
+"""How the crashed kernel encodes page state in struct page, chosen once from VMCOREINFO.
+
+Every kernel-version difference the page classifier depends on is decided here and nowhere
+else; the scanner (_fastcopy.classify_pages and its twin) only reads the resulting parameters.
+When a value a test needs is missing, that test is switched off (its pages are kept) and the
+reason is reported: a page is never excluded on a guess.
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass, field
+
+from .vmcoreinfo import VmcoreInfo
+
+# Classes a page can be excluded as; index into the counts array of classify_pages.
+CLASS_NAMES = ("cache", "cache_private", "user", "free", "hwpoison", "offline")
+(CLASS_CACHE, CLASS_CACHE_PRIVATE, CLASS_USER, CLASS_FREE, CLASS_HWPOISON, CLASS_OFFLINE) = range(6)
+
+# Where the order of a compound page is kept (read from its first tail page).
+ORDER_NONE = 0        # unknown: compound pages are classified page by page
+ORDER_U8 = 1          # page[1].compound_order, 1 byte (Linux 4.16-6.2)
+ORDER_FLAGS_BYTE = 2  # low byte of page[1].flags (folio->_flags_1, Linux 6.6+)
+
+# Parameter vector layout shared with the scanner: index -> name.
+PARAMS = (
+    "struct_size", "off_flags", "off_mapping", "off_mapcount", "off_private", "off_compound_head",
+    "order_mode", "off_order", "off_dtor", "head_mask",
+    "pg_lru", "pg_private", "pg_swapcache", "pg_swapbacked", "pg_slab", "pg_hwpoison",
+    "buddy_value", "offline_value", "slab_value", "hugetlb_value", "hugetlb_dtor", "unaccepted_value",
+    "max_order", "dump_level",
+)
+PARAM_INDEX = {name: i for i, name in enumerate(PARAMS)}
+ABSENT = -1  # a bit number, offset or value the kernel does not export
+
+
+@dataclass
+class PageEncoding:
+    params: dict[str, int]
+    disabled: dict[int, str] = field(default_factory=dict)  # dump level bit -> why it cannot apply
+
+    def vector(self, dump_level: int) -> array:
+        """The int64 parameter vector for the scanner, with filters that cannot apply removed."""
+        values = dict(self.params, dump_level=dump_level & ~sum(self.disabled))
+        return array("q", [values[name] for name in PARAMS])
+
+    @classmethod
+    def from_vmcoreinfo(cls, info: VmcoreInfo) -> "PageEncoding":
+        size, offsets, numbers = info.sizes, info.offsets, info.numbers
+        p = {name: ABSENT for name in PARAMS}
+        disabled: dict[int, str] = {}
+
+        def need(level_bits: tuple[int, ...], keys: list[str], table: dict[str, int], kind: str) -> None:
+            missing = [k for k in keys if k not in table]
+            if missing:
+                for bit in level_bits:
+                    disabled.setdefault(bit, f"VMCOREINFO lacks {kind}({missing[0]})")
+
+        all_levels = (2, 4, 8, 16)
+        need(all_levels, ["page"], size, "SIZE")
+        need(all_levels, ["page.flags", "page.mapping", "page._mapcount"], offsets, "OFFSET")
+        need((2, 4), ["PG_lru", "PG_private", "PG_swapcache"], numbers, "NUMBER")
+        need((16,), ["page.private"], offsets, "OFFSET")
+        need((16,), ["PAGE_BUDDY_MAPCOUNT_VALUE"], numbers, "NUMBER")
+        p["struct_size"] = size.get("page", ABSENT)
+        p["off_flags"] = offsets.get("page.flags", ABSENT)
+        p["off_mapping"] = offsets.get("page.mapping", ABSENT)
+        p["off_mapcount"] = offsets.get("page._mapcount", ABSENT)
+        p["off_private"] = offsets.get("page.private", ABSENT)
+        # The tail-page pointer: compound_head, renamed compound_info in Linux 7.1
+        # (commit ed0f8b345467 "mm: rename the 'compound_head' field ... to 'compound_info'").
+        p["off_compound_head"] = offsets.get("page.compound_head", offsets.get("page.compound_info", ABSENT))
+        if p["off_compound_head"] == ABSENT:
+            for bit in all_levels:
+                disabled.setdefault(bit, "VMCOREINFO lacks OFFSET(page.compound_head)")
+        p["head_mask"] = numbers.get("PG_head_mask", 0)
+
+        # Compound order: page[1].compound_order up to Linux 6.2; folio->_folio_order in 6.3-6.5;
+        # from 6.6 the order is the low byte of page[1].flags (folio->_flags_1) and VMCOREINFO
+        # no longer names a field.
+        order_offset = offsets.get("page.compound_order", offsets.get("folio._folio_order"))
+        if order_offset is not None:
+            folio_relative = "page.compound_order" not in offsets
+            p["order_mode"] = ORDER_U8
+            p["off_order"] = order_offset - p["struct_size"] if folio_relative else order_offset
+        elif p["head_mask"]:
+            p["order_mode"] = ORDER_FLAGS_BYTE
+        else:
+            p["order_mode"] = ORDER_NONE
+        dtor_offset = offsets.get("page.compound_dtor", offsets.get("folio._folio_dtor"))
+        if dtor_offset is not None and "page.compound_dtor" not in offsets:
+            dtor_offset -= p["struct_size"]  # folio fields count from the head page
+        p["off_dtor"] = ABSENT if dtor_offset is None else dtor_offset
+
+        for name in ("PG_lru", "PG_private", "PG_swapcache", "PG_swapbacked", "PG_slab", "PG_hwpoison"):
+            p[name.lower()] = numbers.get(name, ABSENT)
+        # Page types live in _mapcount (page_type). Up to Linux 6.11 a type is a value like -129;
+        # from 6.12 the type is the top byte ("mm: support only one page_type per page"),
+        # exported as e.g. 0xf0000000. Both are compared as 32-bit values.
+        for key, name in (("PAGE_BUDDY_MAPCOUNT_VALUE", "buddy_value"),
+                          ("PAGE_OFFLINE_MAPCOUNT_VALUE", "offline_value"),
+                          # Slab as a page type instead of PG_slab: Linux 6.10.
+                          ("PAGE_SLAB_MAPCOUNT_VALUE", "slab_value"),
+                          # Hugetlb as a page type: Linux 6.9.
+                          ("PAGE_HUGETLB_MAPCOUNT_VALUE", "hugetlb_value"),
+                          ("PAGE_UNACCEPTED_MAPCOUNT_VALUE", "unaccepted_value")):
+            if key in numbers:
+                p[name] = numbers[key] & 0xFFFFFFFF
+        # Before 6.9 a hugetlb folio is told by its compound destructor (HUGETLB_PAGE_DTOR).
+        p["hugetlb_dtor"] = numbers.get("HUGETLB_PAGE_DTOR", ABSENT)
+        if p["pg_slab"] == ABSENT and p["slab_value"] == ABSENT:
+            for bit in (8, 16):
+                disabled.setdefault(bit, "VMCOREINFO tells neither PG_slab nor PAGE_SLAB_MAPCOUNT_VALUE")
+        # Buddy orders above this are implausible: the block is kept and reported.
+        p["max_order"] = info.lengths.get("zone.free_area", 11)
+        p["dump_level"] = 0
+        return cls(p, disabled)
