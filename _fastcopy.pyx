@@ -18,6 +18,7 @@ cdef Py_ssize_t P_DTOR = PARAM_INDEX["off_dtor"], P_HEAD_MASK = PARAM_INDEX["hea
 cdef Py_ssize_t P_LRU = PARAM_INDEX["pg_lru"], P_PG_PRIVATE = PARAM_INDEX["pg_private"]
 cdef Py_ssize_t P_SWAPCACHE = PARAM_INDEX["pg_swapcache"], P_SWAPBACKED = PARAM_INDEX["pg_swapbacked"]
 cdef Py_ssize_t P_SLAB = PARAM_INDEX["pg_slab"], P_HWPOISON = PARAM_INDEX["pg_hwpoison"]
+cdef Py_ssize_t P_PG_HUGETLB = PARAM_INDEX["pg_hugetlb"]
 cdef Py_ssize_t P_BUDDY = PARAM_INDEX["buddy_value"], P_OFFLINE = PARAM_INDEX["offline_value"]
 cdef Py_ssize_t P_SLAB_TYPE = PARAM_INDEX["slab_value"], P_HUGETLB = PARAM_INDEX["hugetlb_value"]
 cdef Py_ssize_t P_HUGETLB_DTOR = PARAM_INDEX["hugetlb_dtor"]
@@ -131,7 +132,8 @@ def classify_pages(const uint8_t[::1] pages, Py_ssize_t npages, const int64_t[::
     bit first_bit + i of bitmap) and add the cleared pages to counts[class].
 
     The order of the tests is makedumpfile's: compound tails go with their head; free buddy
-    blocks; cache without private; all cache; user data; always hwpoison and offline pages.
+    blocks and unaccepted memory (free); cache without private; all cache; user data; at every
+    level hwpoison pages (reading them can machine-check) and logically offline pages.
     counts[6] counts buddy blocks whose order is implausible (kept).
     """
     cdef Py_ssize_t size = p[P_SIZE], i = 0, j, end, bit, nr
@@ -141,7 +143,7 @@ def classify_pages(const uint8_t[::1] pages, Py_ssize_t npages, const int64_t[::
     cdef uint64_t flags, mapping, private, head
     cdef uint32_t mapcount
     cdef int64_t dtor
-    cdef bint slab, cache, anon, hugetlb, buddy
+    cdef bint slab, cache, anon, hugetlb, buddy, unaccepted, hugetlb_flag
     with nogil:
         while i < npages:
             page = &pages[i * size]
@@ -152,6 +154,7 @@ def classify_pages(const uint8_t[::1] pages, Py_ssize_t npages, const int64_t[::
             head = u64(page + p[P_HEAD])
             order = 0
             dtor = -1
+            hugetlb_flag = False
             if flags & <uint64_t>p[P_HEAD_MASK] and i + 1 < npages:
                 tail = page + size
                 if p[P_ORDER_MODE] == 1:
@@ -160,6 +163,7 @@ def classify_pages(const uint8_t[::1] pages, Py_ssize_t npages, const int64_t[::
                     order = u64(tail + p[P_FLAGS]) & 0xFF
                 if p[P_DTOR] >= 0:
                     dtor = tail[p[P_DTOR]]
+                hugetlb_flag = flag(u64(tail + p[P_FLAGS]), p[P_PG_HUGETLB])
                 if order >= 64 or (first_pfn + i) & ((<uint64_t>1 << order) - 1):
                     order = 0
             nr = <Py_ssize_t>1 << order
@@ -167,11 +171,10 @@ def classify_pages(const uint8_t[::1] pages, Py_ssize_t npages, const int64_t[::
             cache = flag(flags, p[P_LRU]) or (flag(flags, p[P_SWAPCACHE]) and
                                               (p[P_SWAPBACKED] < 0 or flag(flags, p[P_SWAPBACKED])))
             anon = (mapping & 1) and not slab
-            hugetlb = ((p[P_HUGETLB] >= 0 and mapcount == <uint32_t>p[P_HUGETLB]) or
+            hugetlb = (hugetlb_flag or (p[P_HUGETLB] >= 0 and mapcount == <uint32_t>p[P_HUGETLB]) or
                        (p[P_HUGETLB_DTOR] >= 0 and order > 0 and dtor == p[P_HUGETLB_DTOR]))
-            buddy = (not flag(flags, p[P_SLAB]) and
-                     ((p[P_BUDDY] >= 0 and mapcount == <uint32_t>p[P_BUDDY]) or
-                      (p[P_UNACCEPTED] >= 0 and mapcount == <uint32_t>p[P_UNACCEPTED])))
+            buddy = not slab and p[P_BUDDY] >= 0 and mapcount == <uint32_t>p[P_BUDDY]
+            unaccepted = p[P_UNACCEPTED] >= 0 and mapcount == <uint32_t>p[P_UNACCEPTED]
             cls = C_KEEP
             if head & 1:
                 pass  # a compound tail: excluded with its head or kept
@@ -181,6 +184,9 @@ def classify_pages(const uint8_t[::1] pages, Py_ssize_t npages, const int64_t[::
                     cls = C_FREE
                 else:
                     counts[C_BAD_ORDER] += 1
+            elif level & 16 and unaccepted:
+                nr = <Py_ssize_t>1 << (p[P_MAX_ORDER] - 1)
+                cls = C_FREE
             elif level & 2 and cache and not flag(flags, p[P_PG_PRIVATE]) and not anon:
                 cls = C_CACHE
             elif level & 4 and cache and not anon:

@@ -70,7 +70,8 @@ def classify_pages(pages: Any, npages: int, p: Any, bitmap: Any, first_bit: int,
     bit first_bit + i of bitmap) and add the cleared pages to counts[class].
 
     The order of the tests is makedumpfile's: compound tails go with their head; free buddy
-    blocks; cache without private; all cache; user data; always hwpoison and offline pages.
+    blocks and unaccepted memory (free); cache without private; all cache; user data; at every
+    level hwpoison pages (reading them can machine-check) and logically offline pages.
     counts[6] counts buddy blocks whose order is implausible (kept).
     """
     q = {name: p[index] for name, index in PARAM_INDEX.items()}
@@ -94,7 +95,7 @@ def classify_pages(pages: Any, npages: int, p: Any, bitmap: Any, first_bit: int,
         mapcount = int.from_bytes(view[base + q["off_mapcount"]:base + q["off_mapcount"] + 4], "little")
         private = u64(base + q["off_private"]) if q["off_private"] >= 0 else 0
         head = u64(base + q["off_compound_head"])
-        order, dtor = 0, -1
+        order, dtor, hugetlb_flag = 0, -1, False
         if flags & q["head_mask"] and i + 1 < npages:
             tail = base + size
             if q["order_mode"] == ORDER_U8:
@@ -103,6 +104,7 @@ def classify_pages(pages: Any, npages: int, p: Any, bitmap: Any, first_bit: int,
                 order = u64(tail + q["off_flags"]) & 0xFF
             if q["off_dtor"] >= 0:
                 dtor = view[tail + q["off_dtor"]]
+            hugetlb_flag = flag(u64(tail + q["off_flags"]), q["pg_hugetlb"])
             if order >= 64 or (first_pfn + i) & ((1 << order) - 1):
                 order = 0  # not a plausible compound page: judge the head alone
         nr = 1 << order
@@ -110,10 +112,10 @@ def classify_pages(pages: Any, npages: int, p: Any, bitmap: Any, first_bit: int,
         cache = flag(flags, q["pg_lru"]) or (flag(flags, q["pg_swapcache"]) and
                                              (q["pg_swapbacked"] < 0 or flag(flags, q["pg_swapbacked"])))
         anon = bool(mapping & 1) and not slab
-        hugetlb = type_is(mapcount, "hugetlb_value") or (
+        hugetlb = hugetlb_flag or type_is(mapcount, "hugetlb_value") or (
             q["hugetlb_dtor"] >= 0 and order > 0 and dtor == q["hugetlb_dtor"])
-        buddy = not flag(flags, q["pg_slab"]) and (type_is(mapcount, "buddy_value")
-                                                   or type_is(mapcount, "unaccepted_value"))
+        buddy = not slab and type_is(mapcount, "buddy_value")
+        unaccepted = type_is(mapcount, "unaccepted_value")
         cls = None
         if head & 1:
             pass  # a compound tail: excluded with its head or kept
@@ -122,6 +124,8 @@ def classify_pages(pages: Any, npages: int, p: Any, bitmap: Any, first_bit: int,
                 nr, cls = 1 << private, CLASS_FREE
             else:
                 counts[6] += 1
+        elif level & 16 and unaccepted:
+            nr, cls = 1 << (q["max_order"] - 1), CLASS_FREE
         elif level & 2 and cache and not flag(flags, q["pg_private"]) and not anon:
             cls = CLASS_CACHE
         elif level & 4 and cache and not anon:

@@ -60,17 +60,20 @@ class PageClassifier:
         self._warned: set[str] = set()
         self.mem_map: SectionMemMap | None = None
         self.params: array | None = None
-        if dump_level & STRUCT_PAGE_LEVELS:
-            self._setup_struct_pages(vmcore)
+        self._setup_struct_pages(vmcore)
 
     def _setup_struct_pages(self, vmcore: Vmcore) -> None:
+        """Struct pages are scanned at every dump level, as makedumpfile does whenever the kernel
+        exports PG_hwpoison: hwpoisoned and offline pages are never dumped."""
+        kept = "page cache, user and free pages are kept" if self.dump_level & STRUCT_PAGE_LEVELS else ""
         if vmcore.vmcoreinfo is None:
-            self.warn_once("no VMCOREINFO: page cache, user and free pages are kept")
+            if kept:
+                self.warn_once(f"no VMCOREINFO: {kept}")
             return
         try:
             self.mem_map = SectionMemMap(KernelMemory(vmcore), vmcore.vmcoreinfo, vmcore.page_size)
         except (MemMapError, TranslationError) as e:
-            self.warn_once(f"cannot find struct pages ({e}): page cache, user and free pages are kept")
+            self.warn_once(f"cannot find struct pages ({e}){': ' + kept if kept else ''}")
             return
         encoding = PageEncoding.from_vmcoreinfo(vmcore.vmcoreinfo)
         for bit, reason in sorted(encoding.disabled.items()):

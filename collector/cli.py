@@ -14,10 +14,10 @@ from .classify import DL_ZERO, MAX_DUMP_LEVEL, PageClassifier
 from .errors import CollectorError, InputError
 from .formats import flat
 from .formats.elfcore import write_elf
-from .formats.kdump import DumpResult, KdumpFile, write_kdump
+from .formats.kdump import TARGET_FULL_ERRNOS, DumpResult, KdumpFile, write_kdump
 from .pipeline import PageCompressor
 from .progress import PROGRAM, LineProgress, format_duration
-from .targets import Appender, Target, TargetFile
+from .targets import Appender, SshOptions, Target, TargetFile, open_dump_dir
 from .targets.local import LocalFile, LocalTarget
 from .vmcore import Vmcore
 
@@ -50,6 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, metavar="N", help="compression threads (default 1)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines and no summary")
     p.add_argument("--info", metavar="FILE", help="describe a vmcore or a dump and exit")
+    p.add_argument("--fallback", action="append", default=[], metavar="DEST",
+                   help="where to go if DEST cannot be reached or written (repeatable, tried in order)")
+    ssh = p.add_argument_group("SSH destinations", "DEST (or --fallback) ssh://user@host[:port]/absolute/path")
+    ssh.add_argument("--ssh-key", metavar="FILE", help="private key to log in with")
+    ssh.add_argument("--known-hosts", metavar="FILE", help="known_hosts file that must hold the server's host key")
+    ssh.add_argument("--ssh-insecure-accept-host-key", action="store_true",
+                     help="accept a host key that is not in --known-hosts (with a warning); never a changed one")
+    ssh.add_argument("--ssh-retries", type=int, default=5, metavar="N",
+                     help="reconnect attempts in a row when the link drops, waiting longer each time (default 5)")
     return p
 
 
@@ -98,12 +107,19 @@ def _save(argv: list[str]) -> int:
         for warning in vmcore.warnings:
             progress.message(f"warning: {warning}")
         classifier = PageClassifier(vmcore, args.dump_level, progress.message)
-        target = LocalTarget((os.path.dirname(args.output) or ".") if args.output else args.dest)
+        if args.output:
+            target: Target = LocalTarget(os.path.dirname(args.output) or ".")
+        else:
+            target, directory = open_dump_dir([args.dest, *args.fallback], _dump_dir_name(vmcore),
+                                              _ssh_options(args), _notice)
         try:
             if args.output:
                 path, final_path = args.output, None
             else:
-                directory = target.make_dump_dir(_dump_dir_name(vmcore))
+                if target.streams_only and args.format != "flat":
+                    args.format = "flat"
+                    _notice(f"{target.description} takes only a stream: writing the flattened format to "
+                            f"{directory}/vmcore.flat; make it a dump there with: vmcore-rearrange vmcore.flat vmcore")
                 name = "vmcore.flat" if args.format == "flat" else "vmcore"
                 path, final_path = os.path.join(directory, "vmcore-incomplete"), os.path.join(directory, name)
             result = _write(vmcore, classifier, args, target, path, progress)
@@ -138,7 +154,12 @@ def _write(vmcore: Vmcore, classifier: PageClassifier, args: argparse.Namespace,
         else:
             result = write_kdump(file, vmcore, classifier, compressor, progress)
         sync_started = time.monotonic()
-        file.sync()
+        try:
+            file.sync()
+        except OSError as e:  # e.g. an SSH link lost for good: what got out is still a readable dump
+            if e.errno not in TARGET_FULL_ERRNOS:
+                raise
+            result.complete, result.error = False, result.error or f"syncing: {e.strerror or e}"
         result.phases["sync"] = time.monotonic() - sync_started
         return result
     finally:
@@ -167,6 +188,16 @@ class StdoutFile:
 
     def close(self) -> None:
         self.stream.flush()
+
+
+def _ssh_options(args: argparse.Namespace) -> SshOptions:
+    return SshOptions(key_file=args.ssh_key, known_hosts=args.known_hosts,
+                      accept_unknown_host_key=args.ssh_insecure_accept_host_key, retries=args.ssh_retries)
+
+
+def _notice(text: str) -> None:
+    """A line that matters even with --quiet (fallbacks, unverified host keys)."""
+    print(f"{PROGRAM}: {text}", file=sys.stderr, flush=True)
 
 
 def _dump_dir_name(vmcore: Vmcore) -> str:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import struct
 from functools import lru_cache
+from typing import Protocol, Sequence
 
 from .elf import EM_X86_64
-from .vmcore import X86_64_START_KERNEL_MAP, Vmcore
+from .vmcore import X86_64_START_KERNEL_MAP, Segment
+from .vmcoreinfo import VmcoreInfo
 
 PTE_PRESENT = 0x1
 PTE_PSE = 0x80                  # a PUD or PMD entry that maps a 1 GiB or 2 MiB page
@@ -25,10 +27,32 @@ class TranslationError(Exception):
     """A kernel virtual address that the crashed kernel's page tables do not map."""
 
 
+class PhysicalReader(Protocol):
+    def read(self, paddr: int, length: int) -> bytes:
+        """Bytes of physical memory. A kdump file raises for pages it left out (excluded by the
+        dump level): zeros there would look like real kernel data."""
+
+
+class MemoryImage(Protocol):
+    """What kernel address translation needs from a dump: an ELF vmcore (vmcore.Vmcore) or a
+    kdump-compressed file (formats.kdump_image.KdumpImage)."""
+
+    vmcoreinfo: VmcoreInfo | None
+    e_machine: int
+    memory: PhysicalReader
+
+    @property
+    def segments(self) -> Sequence[Segment]:
+        """PT_LOADs whose p_vaddr gives direct-map translations; empty if the dump has none."""
+
+    @property
+    def phys_base(self) -> int: ...
+
+
 class KernelMemory:
     """Reads the crashed kernel's virtual addresses (x86_64, 4- and 5-level paging)."""
 
-    def __init__(self, vmcore: Vmcore) -> None:
+    def __init__(self, vmcore: MemoryImage) -> None:
         info = vmcore.vmcoreinfo
         if info is None or vmcore.e_machine != EM_X86_64:
             raise TranslationError("kernel address translation needs VMCOREINFO of an x86_64 kernel")

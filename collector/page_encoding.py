@@ -26,7 +26,7 @@ ORDER_FLAGS_BYTE = 2  # low byte of page[1].flags (folio->_flags_1, Linux 6.6+)
 PARAMS = (
     "struct_size", "off_flags", "off_mapping", "off_mapcount", "off_private", "off_compound_head",
     "order_mode", "off_order", "off_dtor", "head_mask",
-    "pg_lru", "pg_private", "pg_swapcache", "pg_swapbacked", "pg_slab", "pg_hwpoison",
+    "pg_lru", "pg_private", "pg_swapcache", "pg_swapbacked", "pg_slab", "pg_hwpoison", "pg_hugetlb",
     "buddy_value", "offline_value", "slab_value", "hugetlb_value", "hugetlb_dtor", "unaccepted_value",
     "max_order", "dump_level",
 )
@@ -92,7 +92,9 @@ class PageEncoding:
             dtor_offset -= p["struct_size"]  # folio fields count from the head page
         p["off_dtor"] = ABSENT if dtor_offset is None else dtor_offset
 
-        for name in ("PG_lru", "PG_private", "PG_swapcache", "PG_swapbacked", "PG_slab", "PG_hwpoison"):
+        # PG_hugetlb: set in page[1].flags of a hugetlb folio in Linux 6.6-6.8 only.
+        for name in ("PG_lru", "PG_private", "PG_swapcache", "PG_swapbacked", "PG_slab", "PG_hwpoison",
+                     "PG_hugetlb"):
             p[name.lower()] = numbers.get(name, ABSENT)
         # Page types live in _mapcount (page_type). Up to Linux 6.11 a type is a value like -129;
         # from 6.12 the type is the top byte ("mm: support only one page_type per page"),
@@ -111,7 +113,8 @@ class PageEncoding:
         if p["pg_slab"] == ABSENT and p["slab_value"] == ABSENT:
             for bit in (8, 16):
                 disabled.setdefault(bit, "VMCOREINFO tells neither PG_slab nor PAGE_SLAB_MAPCOUNT_VALUE")
-        # Buddy orders above this are implausible: the block is kept and reported.
+        # Buddy orders from here up are implausible: the block is kept and reported. Unaccepted
+        # memory comes in blocks of the largest order, MAX_PAGE_ORDER = this - 1.
         p["max_order"] = info.lengths.get("zone.free_area", 11)
         p["dump_level"] = 0
         return cls(p, disabled)

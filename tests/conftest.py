@@ -35,3 +35,6 @@ def save_in_process(*args: str, check: bool = False) -> int:
 @pytest.fixture(scope="session")
 def save():
     return save_in_process
+
+
+from tests.testbed.fixtures import pytest_configure, real_vmcore  # noqa: E402,F401

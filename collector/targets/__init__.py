@@ -7,8 +7,10 @@ report free space.
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence
 
+from ..errors import TargetUnreachable
 from ..sink import Sink
 
 
@@ -21,6 +23,7 @@ class TargetFile(Sink, Protocol):
 
 class Target(Protocol):
     description: str
+    streams_only: bool  # True: only sequential writes, i.e. the flattened format
 
     def make_dump_dir(self, name: str) -> str:
         """Create a private dump directory called ``name`` (or a free variant); return its path."""
@@ -32,7 +35,7 @@ class Target(Protocol):
         """Atomically give a complete file its final name, durably."""
 
     def free_space(self, path: str) -> int:
-        """Bytes available to us under ``path``."""
+        """Bytes available to us under ``path``; -1 if the target cannot tell."""
 
     def close(self) -> None: ...
 
@@ -47,3 +50,41 @@ class Appender:
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.file.write_at(self.offset, data)
         self.offset += len(data)
+
+
+@dataclass(frozen=True)
+class SshOptions:
+    key_file: str | None = None
+    known_hosts: str | None = None
+    accept_unknown_host_key: bool = False
+    retries: int = 5
+
+
+def open_target(dest: str, ssh: SshOptions, warn: Callable[[str], None]) -> Target:
+    """The target for DEST: ``ssh://user@host[:port]/path`` or a local directory."""
+    if dest.startswith("ssh://"):
+        from .ssh import open_ssh_target  # imports paramiko (30 MB, 0.15 s): only for SSH dumps
+
+        return open_ssh_target(dest, ssh, warn)
+    from .local import LocalTarget
+
+    return LocalTarget(dest)
+
+
+def open_dump_dir(dests: Sequence[str], name: str, ssh: SshOptions,
+                  warn: Callable[[str], None]) -> tuple[Target, str]:
+    """Make the dump directory ``name`` on the first of ``dests`` that can be reached and
+    written; say in one line why each one before it was skipped. Returns (target, directory)."""
+    for index, dest in enumerate(dests):
+        target = None
+        try:
+            target = open_target(dest, ssh, warn)
+            return target, target.make_dump_dir(name)
+        except (TargetUnreachable, OSError) as e:
+            if target is not None:
+                target.close()
+            if index == len(dests) - 1:
+                raise
+            reason = str(e) if isinstance(e, TargetUnreachable) else f"{dest}: {e.strerror or e}"
+            warn(f"{reason}; falling back to {dests[index + 1]}")
+    raise ValueError("no destination given")

@@ -35,6 +35,8 @@ class LocalFile:
 class LocalTarget:
     """Dumps under a directory of a mounted file system."""
 
+    streams_only = False
+
     def __init__(self, root: str) -> None:
         self.root = root
         self.description = root

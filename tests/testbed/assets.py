@@ -7,11 +7,13 @@ Everything lives under the cache folder (env ``VMCORE_TESTBED_CACHE``, default
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import lzma
 import os
 import shutil
 import struct
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -55,40 +57,43 @@ class Kernel:
     """One unpacked Debian kernel with the two initramfs images built for it."""
 
     release: str  # uname -r, e.g. "6.1.0-56-amd64"
-    bzimage: Path  # for SeaBIOS boot and as the kexec'd capture kernel
+    directory: Path  # shared read-only with the guest, which kexecs from it
+    bzimage: Path  # for SeaBIOS boot and as the capture kernel
     vmlinux: Path  # uncompressed ELF, for PVH boot
     first_initramfs: Path
     capture_initramfs: Path
-
-    @property
-    def directory(self) -> Path:
-        return self.bzimage.parent
 
 
 def prepare_kernel(kernel: str) -> Kernel:
     """Fetch, unpack and prepare ``kernel`` (a series like "6.1" or an exact release).
 
     A series is resolved to its newest package once; the cache then keeps that release.
+    The initramfs images are rebuilt whenever the guest scripts or module list change.
     """
     with locked(f"kernel-{kernel}"):
         directory = cache_dir() / "kernels" / kernel
-        ready = directory / "READY"
-        if not ready.exists():
+        if not (directory / "READY").exists():
             if directory.exists():
                 shutil.rmtree(directory)
-            _build_kernel_dir(kernel, directory)
-            ready.write_text("")
+            _unpack_kernel(kernel, directory)
+            (directory / "READY").write_text("")
         release = (directory / "release").read_text().strip()
+        images = directory / f"initramfs-{_initramfs_digest()}"
+        if not images.exists():
+            partial = Path(tempfile.mkdtemp(prefix=images.name, dir=directory))
+            _build_initramfs(directory / "root" / "lib" / "modules" / release, partial)
+            partial.rename(images)
         return Kernel(
             release=release,
+            directory=directory,
             bzimage=directory / "vmlinuz",
             vmlinux=directory / "vmlinux",
-            first_initramfs=directory / "first.cpio",
-            capture_initramfs=directory / "capture.cpio",
+            first_initramfs=images / "first.cpio",
+            capture_initramfs=images / "capture.cpio",
         )
 
 
-def _build_kernel_dir(kernel: str, directory: Path) -> None:
+def _unpack_kernel(kernel: str, directory: Path) -> None:
     apt, package = debian.find_kernel_package(kernel, cache_dir() / "apt")
     (deb,) = apt.download([package], cache_dir() / "debs" / apt.suite)
     root = directory / "root"
@@ -103,21 +108,30 @@ def _build_kernel_dir(kernel: str, directory: Path) -> None:
     (directory / "vmlinux").write_bytes(extract_vmlinux((directory / "vmlinuz").read_bytes()))
     (directory / "release").write_text(release + "\n")
 
+
+def _initramfs_digest() -> str:
+    digest = hashlib.sha256(repr(GUEST_MODULES).encode())
+    for script in sorted(GUEST_DIR.glob("*.sh")):
+        digest.update(script.name.encode() + script.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _build_initramfs(release_dir: Path, target: Path) -> None:
+    """first.cpio (with kexec) and capture.cpio, sharing busybox, modules and lib.sh."""
     tools = prepare_tools()
-    modules = initramfs.resolve_modules(release_dir, GUEST_MODULES)
     common = initramfs.Image()
     common.add_busybox(tools / "busybox")
-    common.add_modules(modules)
+    common.add_modules(initramfs.resolve_modules(release_dir, GUEST_MODULES))
     common.add_file("/lib.sh", GUEST_DIR / "lib.sh", mode=0o644)
 
     first = common.copy()
     first.add_tree(tools / "kexec")
     first.add_file("/init", GUEST_DIR / "init-first.sh", mode=0o755)
-    first.write(directory / "first.cpio")
+    first.write(target / "first.cpio")
 
     capture = common.copy()
     capture.add_file("/init", GUEST_DIR / "init-capture.sh", mode=0o755)
-    capture.write(directory / "capture.cpio")
+    capture.write(target / "capture.cpio")
 
 
 def extract_vmlinux(bzimage: bytes) -> bytes:

@@ -61,10 +61,10 @@ class PrivateApt:
             "-o", "APT::Sandbox::User=root",
         ]
 
-    def update(self) -> None:
-        """Write the suite's sources.list and fetch its package lists (once)."""
+    def update(self, refresh: bool = False) -> None:
+        """Write the suite's sources.list and fetch its package lists (once, or on refresh)."""
         lists = self.state_dir / "lists"
-        if any(lists.glob("*_Packages*")):
+        if any(lists.glob("*_Packages*")) and not refresh:
             return
         for sub in ("lists/partial", "cache/archives/partial"):
             (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -84,7 +84,13 @@ class PrivateApt:
         """Download the candidate .deb of each package into ``dest``; return their paths."""
         self.update()
         dest.mkdir(parents=True, exist_ok=True)
-        _run(["apt-get", *self._options(), "download", *names], cwd=dest)
+        command = ["apt-get", *self._options(), "download", *names]
+        try:
+            _run(command, cwd=dest)
+        except TestbedError:
+            # Old lists name versions the mirror has since dropped (security updates).
+            self.update(refresh=True)
+            _run(command, cwd=dest)
         debs = []
         for name in names:
             matches = sorted(dest.glob(f"{name}_*.deb"))

@@ -10,7 +10,7 @@ import json
 import socket
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -40,7 +40,6 @@ class GuestConfig:
     disk: Path | None = None  # attached with snapshot=on: the image is never written
     network: bool = False  # user networking only: the guest reaches the host's loopback at 10.0.2.2
     qmp_socket: Path | None = None  # also adds -device vmcoreinfo
-    extra_args: list[str] = field(default_factory=list)
 
     def argv(self, console_log: Path) -> list[str]:
         argv = [
@@ -59,15 +58,19 @@ class GuestConfig:
             argv += ["-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0"]
         if self.qmp_socket is not None:
             argv += ["-qmp", f"unix:{self.qmp_socket},server=on,wait=off", "-device", "vmcoreinfo"]
-        return argv + self.extra_args
+        return argv
+
+
+def read_console(console_log: Path) -> str:
+    """The serial output so far ("" before QEMU has created the file)."""
+    try:
+        return console_log.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
 
 
 def log_tail(console_log: Path, lines: int = 40) -> str:
-    try:
-        text = console_log.read_text(errors="replace")
-    except FileNotFoundError:
-        return "(no console output)"
-    return "\n".join(text.splitlines()[-lines:])
+    return "\n".join(read_console(console_log).splitlines()[-lines:]) or "(no console output)"
 
 
 class Guest:
@@ -111,12 +114,12 @@ class Guest:
         self.check_console()
 
     def check_console(self) -> None:
-        if "TESTBED-FAIL" in self.console_log.read_text(errors="replace"):
+        if "TESTBED-FAIL" in read_console(self.console_log):
             raise self.error("guest reported a failure")
 
     def wait_console(self, line: str) -> None:
         """Poll the console log until ``line`` appears."""
-        while line not in self.console_log.read_text(errors="replace"):
+        while line not in read_console(self.console_log):
             if self.process.poll() is not None:
                 raise self.error(f"QEMU ended before the guest printed {line!r}")
             self.check_console()

@@ -29,7 +29,7 @@ mount_9p() {
 # /proc, /sys, /dev, /tmp and /run are the guest's own.
 host_chroot() {
     root=$1
-    # cache=loose: the host files do not change during a run; it halves python3's start.
+    # cache=loose: the host's files do not change during a run, so the guest may cache them.
     mount_9p hostroot /host "ro,cache=loose"
     mkdir -p "$root"
     mount -t tmpfs -o mode=755 tmpfs "$root"

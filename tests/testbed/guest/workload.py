@@ -12,6 +12,7 @@ import mmap
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 MIB = 1 << 20
@@ -43,7 +44,13 @@ def mixed_content(size: int, text: bytes, seed: int) -> bytearray:
     return buffer
 
 
+def progress(phase: str) -> None:
+    """One console line per phase: shows where guest time goes."""
+    print(f"workload: {phase} done, {time.monotonic():.2f} s uptime", flush=True)
+
+
 def main(root: Path) -> None:
+    progress("python start")
     text = sample_text(4 * MIB)
     disk, shm, huge = root / "disk", root / "shm", root / "huge"
 
@@ -54,26 +61,38 @@ def main(root: Path) -> None:
     for number in range(4):
         (disk / f"clean-{number}").read_bytes()
 
+    progress("clean page cache")
+
     # Dirty page cache: the crash comes long before writeback (30 s expiry).
     for number in range(2):
         (disk / f"dirty-{number}").write_bytes(mixed_content(4 * MIB, text, 10 + number))
+
+    progress("dirty page cache")
 
     # shmem: tmpfs files.
     for number in range(2):
         (shm / f"shmem-{number}").write_bytes(mixed_content(4 * MIB, text, 20 + number))
 
+    progress("shmem")
+
     # Slab: thousands of dentries and inodes.
     slab = shm / "slab"
     slab.mkdir()
     for number in range(4000):
-        (slab / f"entry-{number:05d}").touch()
+        os.close(os.open(slab / f"entry-{number:05d}", os.O_CREAT | os.O_WRONLY, 0o644))
+
+    progress("slab")
 
     # Freed memory: pages that held data, back in the buddy allocator.
     freed = bytearray(b"FREED-PAGE-CONTENT " * (32 * MIB // 19))
     del freed
 
+    progress("freed")
+
     # Anonymous user memory, kept mapped until the crash.
     anonymous = mixed_content(32 * MIB, text, 30)
+
+    progress("anonymous")
 
     # hugetlb: two 2 MiB pages through a hugetlbfs file, kept mapped.
     huge_fd = os.open(huge / "pages", os.O_CREAT | os.O_RDWR, 0o600)
@@ -81,6 +100,7 @@ def main(root: Path) -> None:
     huge_map = mmap.mmap(huge_fd, 2 * HUGE_PAGE)
     huge_map[:] = bytes(mixed_content(2 * HUGE_PAGE, text, 40))
 
+    progress("hugetlb")
     (shm / "READY").write_text(f"anonymous={len(anonymous)} huge={len(huge_map)}\n")
     while True:
         signal.pause()

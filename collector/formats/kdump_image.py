@@ -1,0 +1,107 @@
+"""A kdump-compressed file as a memory image: what kernel.KernelMemory reads kernel data through.
+
+VMCOREINFO comes from the dump's copy of the vmcore notes (as drgn and libkdumpfile take it),
+phys_base from the sub-header, physical memory page by page through KdumpFile.read_page.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+
+from .. import elf
+from ..errors import InputError
+from ..vmcore import Segment
+from ..vmcoreinfo import VmcoreInfo
+from .kdump import KdumpFile
+
+# Pages kept decompressed: the kernel log and the page tables leading to it are a few hundred.
+PAGE_CACHE_PAGES = 1024
+MACHINE_NUMBERS = {name: number for number, name in elf.MACHINE_NAMES.items()}
+
+
+class PageNotInDump(InputError):
+    """A physical page that the dump does not hold (excluded by its dump level, or never written)."""
+
+
+class KdumpPhysicalMemory:
+    """Physical memory of a kdump file; pages not in the dump raise PageNotInDump."""
+
+    def __init__(self, dump: KdumpFile, path: str) -> None:
+        self.dump = dump
+        self.path = path
+        self.page_size = dump.page_size
+        self._pages: OrderedDict[int, bytes] = OrderedDict()
+
+    def page(self, pfn: int) -> bytes:
+        cached = self._pages.get(pfn)
+        if cached is not None:
+            self._pages.move_to_end(pfn)
+            return cached
+        data = self.dump.read_page(pfn)
+        if data is None:
+            level = self.dump.sub_header.dump_level
+            raise PageNotInDump(f"{self.path}: physical page {pfn:#x} is not in the dump "
+                                f"(excluded at dump level {level}, or the dump was cut short)")
+        if len(data) != self.page_size:
+            raise InputError(f"{self.path}: page {pfn:#x} is damaged ({len(data)} bytes, "
+                             f"not {self.page_size})")
+        self._pages[pfn] = data
+        if len(self._pages) > PAGE_CACHE_PAGES:
+            self._pages.popitem(last=False)
+        return data
+
+    def read(self, paddr: int, length: int) -> bytes:
+        pieces = []
+        while length > 0:
+            pfn, offset = divmod(paddr, self.page_size)
+            chunk = min(length, self.page_size - offset)
+            pieces.append(self.page(pfn)[offset:offset + chunk])
+            paddr += chunk
+            length -= chunk
+        return b"".join(pieces)
+
+
+class KdumpImage:
+    """An opened kdump-compressed file, with the attributes kernel.MemoryImage asks for."""
+
+    # A kdump file keeps no PT_LOAD (vaddr, paddr) pairs: every kernel address goes through
+    # the crashed kernel's page tables.
+    segments: tuple[Segment, ...] = ()
+
+    def __init__(self, path: str) -> None:
+        try:
+            self._fd = os.open(path, os.O_RDONLY)
+        except OSError as e:
+            raise InputError(f"cannot open {path}: {e.strerror}") from None
+        try:
+            self.dump = KdumpFile(self._read_at)
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self.path = path
+        self.page_size = self.dump.page_size
+        self.vmcoreinfo: VmcoreInfo | None = None
+        for note in elf.iter_notes(self.dump.notes):
+            if note.name == elf.VMCOREINFO_NOTE_NAME:
+                self.vmcoreinfo = VmcoreInfo.parse(note.desc)
+                break
+        machine = self.dump.header.machine.split(b"\0", 1)[0].decode("ascii", "replace")
+        self.e_machine = MACHINE_NUMBERS.get(machine, 0)
+        # The sub-header stores phys_base as u64; on x86_64 it may be negative (KASLR).
+        raw_phys_base = self.dump.sub_header.phys_base
+        self.phys_base = raw_phys_base - (1 << 64) if raw_phys_base >= 1 << 63 else raw_phys_base
+        self.memory = KdumpPhysicalMemory(self.dump, path)
+
+    def _read_at(self, offset: int, length: int) -> bytes:
+        data = os.pread(self._fd, length, offset)
+        return data.ljust(length, b"\0")  # holes past EOF read as zeros, as KdumpFile.open does
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def __enter__(self) -> "KdumpImage":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

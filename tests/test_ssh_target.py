@@ -1,0 +1,278 @@
+"""Dumps over SSH to a real OpenSSH server on 127.0.0.1: equal to local dumps, host keys checked,
+links cut mid-dump resumed, a full server disk and a lost link leave readable incomplete dumps,
+no SFTP falls back to the flattened stream, an unreachable server falls back to a local disk."""
+
+from __future__ import annotations
+
+import gc
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from collector.formats.kdump import KdumpFile
+from tests.conftest import REPO, run_save
+from tests.dumpcheck import check_kdump, drgn_page, drgn_program
+from tests.sshd import SSHD, Sshd, free_port, keygen, start_sshd
+from tests.vmcore_factory import PAGE_SIZE, SegmentSpec, build_vmcore, expected_memory, vmcoreinfo_text
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="sshd and tmpfs mounts need root"),
+    pytest.mark.skipif(not os.path.exists(SSHD), reason="openssh-server is not installed (./dev setup)"),
+]
+PROXY_TIMEOUT = 30.0  # no proxied connection lives longer in these tests
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def sshd_without_sftp(tmp_path_factory):
+    server = start_sshd(tmp_path_factory.mktemp("sshd-nosftp"), sftp=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def vmcore(tmp_path_factory):
+    """A 7 MiB vmcore (random pages around a run of zero pages) and its dump made locally."""
+    directory = tmp_path_factory.mktemp("vmcore")
+    data = os.urandom(1024 * PAGE_SIZE) + bytes(256 * PAGE_SIZE) + os.urandom(512 * PAGE_SIZE)
+    segments = [SegmentSpec(0x100000, data)]
+    path = directory / "vmcore"
+    path.write_bytes(build_vmcore(segments, vmcoreinfo_text()))
+    reference = directory / "reference.kdump"
+    run_save(str(path), "--output", str(reference), check=True)
+    return path, segments, reference.read_bytes()
+
+
+def ssh_options(server: Sshd, known_hosts: Path | None = None) -> list[str]:
+    return ["--ssh-key", str(server.client_key), "--known-hosts", str(known_hosts or server.known_hosts)]
+
+
+def only_dump_dir(root: Path) -> Path:
+    (directory,) = root.iterdir()
+    return directory
+
+
+def assert_one_error_line(stderr: str, *words: str) -> None:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert all(word in lines[0] for word in words), stderr
+
+
+class CuttingProxy:
+    """Forwards 127.0.0.1:port to sshd; the first ``cuts`` connections are dropped after
+    ``cut_after`` bytes from the client; with ``refuse_after_cuts`` later ones are closed at once."""
+
+    def __init__(self, upstream_port: int, cut_after: int, cuts: int, refuse_after_cuts: bool = False) -> None:
+        self.upstream_port, self.cut_after, self.cuts = upstream_port, cut_after, cuts
+        self.refuse_after_cuts = refuse_after_cuts
+        self.cuts_done = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _accept(self) -> None:
+        connections = 0
+        while not self.stopping.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            connections += 1
+            if self.refuse_after_cuts and connections > self.cuts:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
+            for s in (client, upstream):
+                s.settimeout(PROXY_TIMEOUT)
+            limit = self.cut_after if connections <= self.cuts else None
+            for source, sink, budget in ((client, upstream, limit), (upstream, client, None)):
+                thread = threading.Thread(target=self._pump, args=(source, sink, budget), daemon=True)
+                thread.start()
+                self.threads.append(thread)
+
+    def _pump(self, source: socket.socket, sink: socket.socket, budget: int | None) -> None:
+        forwarded = 0
+        try:
+            while not self.stopping.is_set():
+                data = source.recv(65536)
+                if not data:
+                    break
+                if budget is not None and forwarded + len(data) >= budget:
+                    self.cuts_done += 1
+                    break
+                sink.sendall(data)
+                forwarded += len(data)
+        except OSError:
+            pass
+        for s in (source, sink):  # a cut: both directions go, as when a cable is pulled
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.threads[0].join(timeout=PROXY_TIMEOUT)  # the accept loop first: it adds pump threads
+        self.listener.close()
+        for thread in self.threads[1:]:
+            thread.join(timeout=PROXY_TIMEOUT)
+
+
+def test_dump_over_ssh_equals_local_dump(sshd, vmcore, tmp_path):
+    path, segments, reference = vmcore
+    dumps = tmp_path / "dumps"
+    proc = run_save(str(path), sshd.url(str(dumps)), *ssh_options(sshd), check=True)
+    assert "Traceback" not in proc.stderr
+    directory = only_dump_dir(dumps)
+    assert [p.name for p in directory.iterdir()] == ["vmcore"]
+    assert directory.stat().st_mode & 0o777 == 0o700
+    assert (directory / "vmcore").stat().st_mode & 0o777 == 0o600
+    assert (directory / "vmcore").read_bytes() == reference
+    check_kdump(str(directory / "vmcore"), expected_memory(segments), PAGE_SIZE)
+
+
+def test_local_dumps_do_not_import_paramiko(vmcore, tmp_path):
+    path, _, _ = vmcore
+    code = ("import sys; from collector.cli import main; "
+            f"rc = main(['--quiet', {str(path)!r}, {str(tmp_path)!r}]); "
+            "sys.exit(rc or ('paramiko' in sys.modules and 'paramiko imported'))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_host_key_mismatch_is_refused(sshd, vmcore, tmp_path):
+    path, _, _ = vmcore
+    other = tmp_path / "other_host_key"
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{sshd.port} {' '.join(keygen(other).split()[:2])}\n")
+    dumps = tmp_path / "dumps"
+    proc = run_save(str(path), sshd.url(str(dumps)), *ssh_options(sshd, known_hosts), "--quiet")
+    assert proc.returncode == 1
+    assert_one_error_line(proc.stderr, "host key MISMATCH", "refusing")
+    assert not dumps.exists()
+
+
+def test_unknown_host_key_needs_insecure_option(sshd, vmcore, tmp_path):
+    path, _, reference = vmcore
+    empty_known_hosts = tmp_path / "known_hosts"
+    empty_known_hosts.write_text("")
+    dumps = tmp_path / "dumps"
+    proc = run_save(str(path), sshd.url(str(dumps)), *ssh_options(sshd, empty_known_hosts), "--quiet")
+    assert proc.returncode == 1
+    assert_one_error_line(proc.stderr, "not found in known_hosts")
+    assert not dumps.exists()
+    proc = run_save(str(path), sshd.url(str(dumps)), *ssh_options(sshd, empty_known_hosts), "--quiet",
+                    "--ssh-insecure-accept-host-key", check=True)
+    assert_one_error_line(proc.stderr, "warning", "unverified host key", "SHA256:")
+    assert (only_dump_dir(dumps) / "vmcore").read_bytes() == reference
+
+
+def test_link_cut_three_times_resumes_to_identical_dump(sshd, vmcore, tmp_path):
+    path, segments, reference = vmcore
+    proxy = CuttingProxy(sshd.port, cut_after=1 << 20, cuts=3)
+    dumps = tmp_path / "dumps"
+    try:
+        known_hosts = sshd.write_known_hosts(tmp_path / "known_hosts", proxy.port)
+        proc = run_save(str(path), sshd.url(str(dumps), port=proxy.port), *ssh_options(sshd, known_hosts),
+                        check=True)
+    finally:
+        proxy.stop()
+    assert proxy.cuts_done == 3
+    assert proc.stderr.count("reconnecting") == 3, proc.stderr
+    dump = only_dump_dir(dumps) / "vmcore"
+    assert dump.read_bytes() == reference
+    check_kdump(str(dump), expected_memory(segments), PAGE_SIZE)
+
+
+def check_incomplete(path: Path, segments: list[SegmentSpec]) -> int:
+    """The dump says incomplete and drgn reads what it has correctly; returns pages saved."""
+    dump = KdumpFile.open(str(path))
+    assert not dump.complete
+    expected = expected_memory(segments)
+    prog = drgn_program(str(path))
+    got = {pfn: drgn_page(prog, pfn, PAGE_SIZE) for pfn in expected}
+    saved = [pfn for pfn, page in got.items() if page is not None]
+    assert all(got[pfn] == expected[pfn] for pfn in saved)
+    assert all(dump.read_page(pfn) == got[pfn] for pfn in expected)
+    return len(saved)
+
+
+def test_link_lost_for_good_leaves_readable_incomplete_dump(sshd, vmcore, tmp_path):
+    path, segments, _ = vmcore
+    proxy = CuttingProxy(sshd.port, cut_after=2 << 20, cuts=1, refuse_after_cuts=True)
+    dumps = tmp_path / "dumps"
+    try:
+        known_hosts = sshd.write_known_hosts(tmp_path / "known_hosts", proxy.port)
+        proc = run_save(str(path), sshd.url(str(dumps), port=proxy.port), *ssh_options(sshd, known_hosts),
+                        "--ssh-retries", "2")
+    finally:
+        proxy.stop()
+    assert proc.returncode == 3, proc.stderr
+    assert "gave up after 2 reconnect attempt(s)" in proc.stderr and "Traceback" not in proc.stderr
+    directory = only_dump_dir(dumps)
+    assert [p.name for p in directory.iterdir()] == ["vmcore-incomplete"]
+    assert 0 < check_incomplete(directory / "vmcore-incomplete", segments) < len(expected_memory(segments))
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=True)
+    yield mnt
+    gc.collect()  # drgn programs still holding the dump open
+    subprocess.run(["umount", "--lazy", str(mnt)], check=True)
+
+
+def test_server_disk_full_leaves_readable_incomplete_dump(sshd, vmcore, small_tmpfs, tmp_path):
+    path, segments, _ = vmcore
+    proc = run_save(str(path), sshd.url(str(small_tmpfs)), *ssh_options(sshd))
+    assert proc.returncode == 3, proc.stderr
+    assert "INCOMPLETE" in proc.stderr and "No space left" in proc.stderr and "Traceback" not in proc.stderr
+    directory = only_dump_dir(small_tmpfs)
+    assert [p.name for p in directory.iterdir()] == ["vmcore-incomplete"]
+    # SFTP cannot reserve space, so the page descriptors past the cut are holes; drgn maps the
+    # file, and a hole read through a mapping on a full tmpfs is SIGBUS: read a copy.
+    dump = shutil.copy(directory / "vmcore-incomplete", tmp_path / "vmcore-incomplete")
+    assert 100 < check_incomplete(dump, segments) < len(expected_memory(segments))
+
+
+def test_server_without_sftp_gets_flattened_stream(sshd_without_sftp, vmcore, tmp_path):
+    path, _, reference = vmcore
+    dumps = tmp_path / "dumps"
+    proc = run_save(str(path), sshd_without_sftp.url(str(dumps)), *ssh_options(sshd_without_sftp), check=True)
+    assert "vmcore-rearrange vmcore.flat vmcore" in proc.stderr
+    directory = only_dump_dir(dumps)
+    assert [p.name for p in directory.iterdir()] == ["vmcore.flat"]
+    assert (directory / "vmcore.flat").stat().st_mode & 0o777 == 0o600
+    rebuilt = tmp_path / "rebuilt"
+    subprocess.run([sys.executable, "-c", "import sys; from collector.cli import rearrange_main; "
+                    "sys.exit(rearrange_main())", str(directory / "vmcore.flat"), str(rebuilt)],
+                   cwd=REPO, check=True, capture_output=True, timeout=120)
+    assert rebuilt.read_bytes() == reference
+
+
+def test_unreachable_ssh_falls_back_to_local(sshd, vmcore, tmp_path):
+    path, _, reference = vmcore
+    closed_port = free_port()
+    local = tmp_path / "local"
+    proc = run_save(str(path), sshd.url("/nowhere", port=closed_port), *ssh_options(sshd),
+                    "--fallback", str(local), "--quiet", check=True)
+    assert_one_error_line(proc.stderr, "cannot connect", f"falling back to {local}")
+    assert (only_dump_dir(local) / "vmcore").read_bytes() == reference
