@@ -7,6 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from .demo import run_demo
 from .errors import TestbedError
 from .qemu import BOOT_MODES
 from .vmcore import KEXEC_MODES, METHODS, get_vmcore, run_in_capture_kernel
@@ -36,8 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     capture.add_argument("--out", type=Path, required=True, help="host folder seen as /out")
     capture.add_argument("shell_command", nargs=argparse.REMAINDER, metavar="-- COMMAND...")
 
+    demo = commands.add_parser("demo", help="crash a guest and save its dump with vmcore-save in the capture kernel")
+    demo.add_argument("--kernel", default="6.1", help='Debian series ("6.1", "6.12") or exact release')
+    demo.add_argument("--mem", type=int, default=512, help="guest RAM in MiB")
+    demo.add_argument("-d", "--dump-level", type=int, default=31)
+
     args = parser.parse_args(argv)
     try:
+        if args.command == "demo":
+            return run_demo(kernel=args.kernel, mem_mib=args.mem, dump_level=args.dump_level)
         if args.command == "vmcore":
             result = get_vmcore(kernel=args.kernel, mem_mib=args.mem, workload=args.workload, boot=args.boot,
                                 kexec=args.kexec, method=args.method, crashkernel_mib=args.crashkernel,
