@@ -207,8 +207,7 @@ class _PageDataWriter:
         self.stored_durable = 0   # pages with data of their own whose descriptor is written
 
     def add(self, payload: Any, flags: int) -> None:
-        self.descs += PAGE_DESC.build(offset=self.data_end + len(self.data), size=len(payload),
-                                      flags=flags, page_flags=0)
+        self.descs += PAGE_DESC.pack(self.data_end + len(self.data), len(payload), flags, 0)
         self.data += payload
         self.pages += 1
         self._pending_stored += 1

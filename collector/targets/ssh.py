@@ -180,7 +180,8 @@ class Connection:
         try:
             key = paramiko.PKey.from_path(self.options.key_file)
         except (OSError, paramiko.SSHException, ValueError) as e:
-            raise CollectorError(f"cannot load --ssh-key {self.options.key_file}: {e}") from None
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else e
+            raise CollectorError(f"cannot load --ssh-key {self.options.key_file}: {reason}") from None
         try:
             sock = socket.create_connection((url.host, url.port), timeout=CONNECT_TIMEOUT)
         except OSError as e:
@@ -192,6 +193,8 @@ class Connection:
                            banner_timeout=CONNECT_TIMEOUT, auth_timeout=CONNECT_TIMEOUT,
                            channel_timeout=CONNECT_TIMEOUT, allow_agent=False, look_for_keys=False,
                            transport_factory=_transport_preferring_gcm)
+            client.get_transport().set_keepalive(KEEPALIVE_SECONDS)
+            channel = client.get_transport().open_session(timeout=CONNECT_TIMEOUT)
         except paramiko.BadHostKeyException as e:
             client.close()
             raise TargetUnreachable(f"{url}: host key MISMATCH: the server sent {e.key.get_name()} "
@@ -203,9 +206,6 @@ class Connection:
         except (paramiko.SSHException, OSError, EOFError) as e:
             client.close()
             raise TargetUnreachable(f"{url}: {str(e) or type(e).__name__}") from None
-        transport = client.get_transport()
-        transport.set_keepalive(KEEPALIVE_SECONDS)
-        channel = transport.open_session(timeout=CONNECT_TIMEOUT)
         try:
             channel.invoke_subsystem("sftp")
             channel.settimeout(IO_TIMEOUT)
@@ -289,6 +289,7 @@ class SftpFile:
         self._failure: tuple[int, str] | None = None  # (offset, server message) of a refused write
         self._generation = -1
         self._handle = b""
+        self._request_bytes = DEFAULT_REQUEST_BYTES  # set by _open from what the server takes
         connection.retrying(lambda: self._open(truncate=True))
         self._generation = connection.generation
 
@@ -431,11 +432,17 @@ class SftpTarget:
     def make_dump_dir(self, name: str) -> str:
         """Create ``path/name`` (0700), or ``name-1``, ``name-2``... if it exists."""
         root = self.connection.url.path
-        self.connection.retrying(lambda: self._make_parents(root))
-        for attempt in range(1000):
-            path = posixpath.join(root, name if attempt == 0 else f"{name}-{attempt}")
-            if self.connection.retrying(lambda: self._make_private_dir(path)):
-                return path
+        try:
+            self.connection.retrying(lambda: self._make_parents(root))
+            for attempt in range(1000):
+                path = posixpath.join(root, name if attempt == 0 else f"{name}-{attempt}")
+                if self.connection.retrying(lambda: self._make_private_dir(path)):
+                    return path
+        except OSError as e:
+            if e.filename:
+                raise
+            # SFTP status errors carry no file name: name the server and directory
+            raise OSError(e.errno or errno.EIO, e.strerror or str(e), f"{self.connection.url.host}:{root}") from None
         raise FileExistsError(f"no free dump directory name under {self.description}")
 
     def _exists(self, path: str) -> bool:
