@@ -9,7 +9,7 @@ is kept, with one warning naming the reason.
 from __future__ import annotations
 
 from array import array
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from . import fastcopy

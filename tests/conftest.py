@@ -1,3 +1,4 @@
+import gc
 import os
 import subprocess
 import sys
@@ -30,6 +31,17 @@ def save_in_process(*args: str, check: bool = False) -> int:
     if check and rc != 0:
         raise AssertionError(f"vmcore-save {' '.join(args)} exited {rc}")
     return rc
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 2 MiB tmpfs: a dump target that fills up (mounting needs root)."""
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=True)
+    yield mnt
+    gc.collect()  # drgn programs still holding the dump open
+    subprocess.run(["umount", "--lazy", str(mnt)], check=True)
 
 
 @pytest.fixture(scope="session")

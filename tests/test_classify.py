@@ -22,8 +22,7 @@ except ImportError:
 IMPLS = [_fastcopy_py] + ([compiled] if compiled else [])
 
 # VMCOREINFO excerpts as Debian's 6.1 and 6.12 kernels print them (taken from real vmcores).
-INFO_6_1 = """OSRELEASE=6.1.0-56-amd64
-PAGESIZE=4096
+STRUCT_PAGE_OFFSETS = """PAGESIZE=4096
 SIZE(page)=64
 OFFSET(page.flags)=0
 OFFSET(page._refcount)=52
@@ -31,10 +30,12 @@ OFFSET(page.mapping)=24
 OFFSET(page.lru)=8
 OFFSET(page._mapcount)=48
 OFFSET(page.private)=40
-OFFSET(page.compound_dtor)=16
-OFFSET(page.compound_order)=17
 OFFSET(page.compound_head)=8
 LENGTH(zone.free_area)=11
+"""
+INFO_6_1 = STRUCT_PAGE_OFFSETS + """OSRELEASE=6.1.0-56-amd64
+OFFSET(page.compound_dtor)=16
+OFFSET(page.compound_order)=17
 NUMBER(PG_lru)=4
 NUMBER(PG_private)=13
 NUMBER(PG_swapcache)=10
@@ -46,17 +47,7 @@ NUMBER(PAGE_BUDDY_MAPCOUNT_VALUE)=-129
 NUMBER(HUGETLB_PAGE_DTOR)=2
 NUMBER(PAGE_OFFLINE_MAPCOUNT_VALUE)=-257
 """
-INFO_6_12 = """OSRELEASE=6.12.117+deb12-amd64
-PAGESIZE=4096
-SIZE(page)=64
-OFFSET(page.flags)=0
-OFFSET(page._refcount)=52
-OFFSET(page.mapping)=24
-OFFSET(page.lru)=8
-OFFSET(page._mapcount)=48
-OFFSET(page.private)=40
-OFFSET(page.compound_head)=8
-LENGTH(zone.free_area)=11
+INFO_6_12 = STRUCT_PAGE_OFFSETS + """OSRELEASE=6.12.117+deb12-amd64
 NUMBER(PG_lru)=5
 NUMBER(PG_private)=14
 NUMBER(PG_swapcache)=10

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import gc
 import os
-import subprocess
 
 import pytest
 
@@ -14,16 +12,6 @@ from tests.dumpcheck import drgn_page, drgn_program
 from tests.vmcore_factory import PAGE_SIZE, SegmentSpec, build_vmcore, expected_memory, vmcoreinfo_text
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
-
-
-@pytest.fixture
-def small_tmpfs(tmp_path):
-    mnt = tmp_path / "full"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=True)
-    yield mnt
-    gc.collect()  # drgn programs still holding the dump open
-    subprocess.run(["umount", "--lazy", str(mnt)], check=True)
 
 
 @needs_root

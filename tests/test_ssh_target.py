@@ -4,7 +4,6 @@ no SFTP falls back to the flattened stream, an unreachable server falls back to 
 
 from __future__ import annotations
 
-import gc
 import os
 import shutil
 import socket
@@ -230,16 +229,6 @@ def test_link_lost_for_good_leaves_readable_incomplete_dump(sshd, vmcore, tmp_pa
     directory = only_dump_dir(dumps)
     assert [p.name for p in directory.iterdir()] == ["vmcore-incomplete"]
     assert 0 < check_incomplete(directory / "vmcore-incomplete", segments) < len(expected_memory(segments))
-
-
-@pytest.fixture
-def small_tmpfs(tmp_path):
-    mnt = tmp_path / "full"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=True)
-    yield mnt
-    gc.collect()  # drgn programs still holding the dump open
-    subprocess.run(["umount", "--lazy", str(mnt)], check=True)
 
 
 def test_server_disk_full_leaves_readable_incomplete_dump(sshd, vmcore, small_tmpfs, tmp_path):
