@@ -13,7 +13,7 @@ import time
 from typing import Iterator
 
 from .. import elf, fastcopy
-from ..classify import DL_ZERO, PageClassifier
+from ..classify import DL_ZERO, PageClassifier, PageCounts
 from ..pipeline import PageReader
 from ..sink import Sink
 from ..vmcore import Segment, Vmcore
@@ -23,15 +23,22 @@ from .kdump import FLUSH_BYTES, TARGET_FULL_ERRNOS, DumpResult
 PF_RWX = 7
 
 
-def _kept_ranges(vmcore: Vmcore, classifier: PageClassifier) -> Iterator[tuple[int, int, int]]:
-    """(segment index, first paddr, end paddr) of each run of kept bytes, same order each call."""
+def _kept_ranges(vmcore: Vmcore, classifier: PageClassifier,
+                 counts: PageCounts | None = None) -> Iterator[tuple[int, int, int]]:
+    """(segment index, first paddr, end paddr) of each run of kept bytes, same order each call.
+
+    Pages per class are added to ``counts`` when given."""
     ps = vmcore.page_size
     reader = PageReader(vmcore.memory, detect_zero=True)
     pending: dict[int, tuple[int, int]] = {}
     for start, end in classifier.windows():
-        kept = classifier.dumpable_bitmap(start, end)
+        kept = classifier.dumpable_bitmap(start, end, counts)
+        if counts is not None:
+            counts.present += fastcopy.count_bits(classifier.present_bitmap(start, end), 0, end - start)
         if classifier.dump_level & DL_ZERO:
             for batch in reader.batches(start, end, kept.copy()):
+                if counts is not None:
+                    counts.zero += batch.nzero
                 for i in range(batch.count):
                     if batch.zero[i]:
                         bit = batch.pfns[i] - start
@@ -67,7 +74,7 @@ def write_elf(sink: Sink, vmcore: Vmcore, classifier: PageClassifier, progress: 
     ps = vmcore.page_size
     started = time.monotonic()
     progress.start("layout", 1)
-    nloads = sum(1 for _ in _kept_ranges(vmcore, classifier))
+    nloads = sum(1 for _ in _kept_ranges(vmcore, classifier, result.counts))
     progress.finish()
     result.phases["layout"] = time.monotonic() - started
     started = time.monotonic()
