@@ -10,7 +10,8 @@ import time
 from typing import Callable, Sequence
 
 from . import fastcopy
-from .classify import DL_ZERO, MAX_DUMP_LEVEL, PageClassifier
+from .classify import MAX_DUMP_LEVEL, PageClassifier
+from .dmesg import kernel_log, kernel_log_of_file
 from .errors import CollectorError, InputError
 from .formats import flat
 from .formats.elfcore import write_elf
@@ -25,6 +26,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
 DEFAULT_VMCORE = "/proc/vmcore"
 DEFAULT_DEST = "/var/crash"
 DEBUG_ENV = "VMCORE_SAVE_DEBUG"
+LOG_NAME, LOG_INCOMPLETE_NAME = "vmcore-dmesg.txt", "vmcore-dmesg-incomplete.txt"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("vmcore", nargs="?", default=DEFAULT_VMCORE, metavar="VMCORE",
                    help=f"ELF vmcore to read (default {DEFAULT_VMCORE})")
     p.add_argument("dest", nargs="?", default=DEFAULT_DEST, metavar="DEST",
-                   help=f"directory for dump directories (default {DEFAULT_DEST})")
+                   help=f"directory for dump directories, or nfs://server[:port]/export/path to mount "
+                        f"(NFSv4.2, else v3) and use (default {DEFAULT_DEST})")
     p.add_argument("-o", "--output", metavar="FILE", help="write exactly one dump file (- = stdout, flat only)")
     p.add_argument("-d", "--dump-level", type=int, default=31, metavar="N",
                    help="makedumpfile dump level 0-31: 1 zero, 2 cache, 4 cache+private, 8 user, 16 free (default 31)")
@@ -50,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, metavar="N", help="compression threads (default 1)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines and no summary")
     p.add_argument("--info", metavar="FILE", help="describe a vmcore or a dump and exit")
+    p.add_argument("--dmesg", metavar="FILE", help="print the kernel log of a vmcore or a kdump dump and exit")
+    p.add_argument("--dmesg-only", action="store_true",
+                   help=f"save only the kernel log ({LOG_NAME}) in the dump directory, no dump")
     p.add_argument("--fallback", action="append", default=[], metavar="DEST",
                    help="where to go if DEST cannot be reached or written (repeatable, tried in order)")
     ssh = p.add_argument_group("SSH destinations", "DEST (or --fallback) ssh://user@host[:port]/absolute/path")
@@ -95,6 +101,11 @@ def _save(argv: list[str]) -> int:
     if args.info:
         print(describe(args.info))
         return EXIT_OK
+    if args.dmesg:
+        sys.stdout.write(kernel_log_of_file(args.dmesg))
+        return EXIT_OK
+    if args.dmesg_only and args.output:
+        raise CollectorError("--dmesg-only saves into a dump directory: it does not go with --output")
     if not 0 <= args.dump_level <= MAX_DUMP_LEVEL:
         raise CollectorError(f"dump level {args.dump_level} is not in 0-{MAX_DUMP_LEVEL}")
     if args.threads < 1:
@@ -106,6 +117,10 @@ def _save(argv: list[str]) -> int:
     with Vmcore(args.vmcore) as vmcore:
         for warning in vmcore.warnings:
             progress.message(f"warning: {warning}")
+        if args.dmesg_only:
+            return _save_log_only(vmcore, args)
+        # The log goes next to a dump in a dump directory; --output promises exactly one file.
+        log_text = None if args.output else _kernel_log_or_warn(vmcore)
         classifier = PageClassifier(vmcore, args.dump_level, progress.message)
         if args.output:
             target: Target = LocalTarget(os.path.dirname(args.output) or ".")
@@ -116,6 +131,8 @@ def _save(argv: list[str]) -> int:
             if args.output:
                 path, final_path = args.output, None
             else:
+                if log_text is not None:
+                    _save_log_or_warn(target, directory, log_text)
                 if target.streams_only and args.format != "flat":
                     args.format = "flat"
                     _notice(f"{target.description} takes only a stream: writing the flattened format to "
@@ -136,6 +153,52 @@ def _save(argv: list[str]) -> int:
         print(f"{PROGRAM}: dump INCOMPLETE ({result.error}): {path} is readable, missing pages are "
               "reported as such by crash and drgn", file=sys.stderr)
         return EXIT_INCOMPLETE
+    return EXIT_OK
+
+
+def _kernel_log_or_warn(vmcore: Vmcore) -> str | None:
+    """The crashed kernel's log, or None after one warning line: the dump matters more."""
+    try:
+        return kernel_log(vmcore)
+    except Exception as e:  # whatever goes wrong with the log, the dump must still be taken
+        reason = str(e) if isinstance(e, CollectorError) else f"{type(e).__name__}: {e}"
+        _notice(f"warning: kernel log not saved: {reason}")
+        return None
+
+
+def _write_log(target: Target, directory: str, text: str) -> str:
+    """Write the log under a temporary name, sync, rename: a log file that exists is whole."""
+    path, final_path = os.path.join(directory, LOG_INCOMPLETE_NAME), os.path.join(directory, LOG_NAME)
+    file = target.create(path)
+    try:
+        file.write_at(0, text.encode("ascii"))
+        file.sync()
+    finally:
+        file.close()
+    target.commit(path, final_path)
+    return final_path
+
+
+def _save_log_or_warn(target: Target, directory: str, text: str) -> None:
+    try:
+        _write_log(target, directory, text)
+    except (OSError, CollectorError) as e:  # a target that cannot take the log may still take the dump
+        reason = str(e) if isinstance(e, CollectorError) else e.strerror or str(e)
+        _notice(f"warning: kernel log not saved: {reason}")
+
+
+def _save_log_only(vmcore: Vmcore, args: argparse.Namespace) -> int:
+    """--dmesg-only: the log is the whole job, so failing to read it is an error."""
+    text = kernel_log(vmcore)
+    target, directory = open_dump_dir([args.dest, *args.fallback], _dump_dir_name(vmcore),
+                                      _ssh_options(args), _notice)
+    try:
+        path = _write_log(target, directory, text)
+    finally:
+        target.close()
+    if not args.quiet:
+        lines = text.count("\n")
+        print(f"{PROGRAM}: saved {path} ({lines} lines)", file=sys.stderr)
     return EXIT_OK
 
 
@@ -201,17 +264,23 @@ def _notice(text: str) -> None:
 
 
 def _dump_dir_name(vmcore: Vmcore) -> str:
-    host = vmcore.utsname().get("nodename") or socket.gethostname() or "localhost"
+    # The crashed kernel's host name; "(none)" is the kernel's placeholder for an unset one.
+    names = (vmcore.utsname().get("nodename"), socket.gethostname())
+    host = next((n for n in names if n and n != "(none)"), "localhost")
     return f"{host}-{time.strftime('%Y-%m-%d-%H:%M:%S')}"
 
 
 def _summary(result: DumpResult, path: str, args: argparse.Namespace, total: float) -> None:
     c = result.counts
-    level = "" if args.compress == "none" else f" level {args.level if args.level is not None else 1}"
+    if args.format == "elf":  # ELF cores hold raw pages
+        compression = "uncompressed"
+    else:
+        level = "" if args.compress == "none" else f" level {args.level if args.level is not None else 1}"
+        compression = f"{args.compress}{level}"
     excluded = [("zero", c.zero), ("cache", c.cache), ("cache private", c.cache_private),
                 ("user", c.user), ("free", c.free), ("hwpoison", c.hwpoison), ("offline", c.offline)]
     lines = [
-        f"saved {path} ({args.format}, {args.compress}{level}, dump level {args.dump_level}, "
+        f"saved {path} ({args.format}, {compression}, dump level {args.dump_level}, "
         f"{'compiled' if fastcopy.COMPILED else 'pure-Python'} scanner, {args.threads} thread(s))",
         f"pages: {c.present} present; excluded " + ", ".join(f"{n} {name}" for name, n in excluded)
         + f"; {c.written} written",

@@ -41,7 +41,9 @@ U64_MASK = (1 << 64) - 1
 # The kernel caps log_buf_len at 2 GiB (LOG_BUF_LEN_MAX) and keeps one descriptor per 32 bytes
 # of text on average (PRB_AVGBITS): larger values are damage, not a big log.
 MAX_DATA_SIZE_BITS = 31
-MAX_DESC_COUNT_BITS = 31
+MAX_DESC_COUNT_BITS = MAX_DATA_SIZE_BITS - 5
+# printk_info.text_len is 16 bits: a longer block cannot be a record's.
+MAX_BLOCK_SIZE = BLOCK_ID_SIZE + 0xFFFF + 7
 
 # Kernel memory is read a page at a time and a few pages are kept: records are read in order,
 # so neighbouring reads hit the same page, and memory use stays bounded whatever the log size.
@@ -58,7 +60,9 @@ _U64 = struct.Struct("<Q")
 class Unread(enum.Enum):
     """Why a ringbuffer record gives no text."""
 
-    EXPIRED = "expired"        # its text was overwritten by newer records: it left the log
+    # Its text was overwritten by newer records: it left the log, as the kernel's own reader
+    # counts it (oldest records; also older than a kept empty line, which has no text to lose).
+    EXPIRED = "expired"
     UNREADABLE = "unreadable"  # damaged, half written, or its text was lost
 
 
@@ -89,7 +93,18 @@ def kernel_log(image: MemoryImage) -> str:
         raise DmesgError("no VMCOREINFO: the kernel log cannot be found")
     try:
         kernel = KernelMemory(image)
-        return format_log(read_log(_PageCache(kernel.read).read, image.vmcoreinfo))
+    except TranslationError as e:
+        raise DmesgError(f"kernel log unreadable: {e}") from None
+    return log_text(kernel.read, image.vmcoreinfo)
+
+
+def log_text(read: ReadFn, info: VmcoreInfo) -> str:
+    """The log as text from kernel memory ``read``; DmesgError for whatever stops the reading
+    (an unmapped address, a page left out of a dump, a log that cannot be found)."""
+    try:
+        return format_log(read_log(_PageCache(read).read, info))
+    except DmesgError:
+        raise
     except (TranslationError, InputError) as e:
         raise DmesgError(f"kernel log unreadable: {e}") from None
 
@@ -267,9 +282,7 @@ class _PrintkRingbuffer:
                     entries.append(Gap(unreadable))
                     unreadable = 0
                 entries.append(record)
-            elif record is Unread.EXPIRED and not entries and not unreadable:
-                continue  # the oldest records leave the ring this way; the kernel skips them too
-            else:
+            elif record is Unread.UNREADABLE:
                 unreadable += 1
         if unreadable:
             entries.append(Gap(unreadable))
@@ -284,8 +297,10 @@ class _PrintkRingbuffer:
         state = state_var >> DESC_STATE_SHIFT
         if state == DESC_REUSABLE:
             return Unread.EXPIRED
-        if state == DESC_RESERVED:
-            return Unread.UNREADABLE  # a writer had not committed it at the crash
+        # DESC_COMMITTED (a continuation could still have extended it) and DESC_FINALIZED both
+        # hold a complete text, and makedumpfile prints both; DESC_RESERVED is still being written.
+        if state not in (DESC_COMMITTED, DESC_FINALIZED):
+            return Unread.UNREADABLE
         text = self._text(desc_id, _u64(desc, self.off_begin), _u64(desc, self.off_next))
         if text is None:
             return Unread.UNREADABLE
@@ -310,7 +325,7 @@ class _PrintkRingbuffer:
             start, length = 0, next_lpos & (self.data_size - 1)
         else:
             return None
-        if length < BLOCK_ID_SIZE:
+        if not BLOCK_ID_SIZE <= length <= MAX_BLOCK_SIZE:
             return None
         block = self.read(self.text_data + start, length)
         if _u64(block, 0) != desc_id:  # the writer stamps each block with its descriptor's id
