@@ -31,6 +31,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # which modules.dep does not list.
 GUEST_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "9pnet_virtio", "9p", "crc32c_generic", "ext4",
                  "qemu_fw_cfg")
+# The capture kernel also loads the NFS client (v3 and v4, with sunrpc, lockd, grace...), for
+# NFS targets; the first kernel does not need it.
+CAPTURE_MODULES = GUEST_MODULES + ("nfsv3", "nfsv4")
 
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
 
@@ -110,7 +113,7 @@ def _unpack_kernel(kernel: str, directory: Path) -> None:
 
 
 def _initramfs_digest() -> str:
-    digest = hashlib.sha256(repr(GUEST_MODULES).encode())
+    digest = hashlib.sha256(repr(CAPTURE_MODULES).encode())
     for script in sorted(GUEST_DIR.glob("*.sh")):
         digest.update(script.name.encode() + script.read_bytes())
     return digest.hexdigest()[:12]
@@ -130,6 +133,7 @@ def _build_initramfs(release_dir: Path, target: Path) -> None:
     first.write(target / "first.cpio")
 
     capture = common.copy()
+    capture.add_modules(initramfs.resolve_modules(release_dir, CAPTURE_MODULES))
     capture.add_file("/init", GUEST_DIR / "init-capture.sh", mode=0o755)
     capture.write(target / "capture.cpio")
 

@@ -40,9 +40,13 @@ class GuestConfig:
     disk: Path | None = None  # attached with snapshot=on: the image is never written
     network: bool = False  # user networking only: the guest reaches the host's loopback at 10.0.2.2
     qmp_socket: Path | None = None  # also adds -device vmcoreinfo
+    # Run QEMU inside this network namespace (`ip netns`): 10.0.2.2 is then that namespace's
+    # loopback, where test servers listen.
+    netns: str | None = None
 
     def argv(self, console_log: Path) -> list[str]:
         argv = [
+            *(["ip", "netns", "exec", self.netns] if self.netns else []),
             "qemu-system-x86_64", "-accel", "tcg", "-smp", "1", "-m", str(self.mem_mib),
             "-nodefaults", "-display", "none", "-no-reboot",
             "-serial", f"file:{console_log}",

@@ -148,13 +148,15 @@ def run_in_capture_kernel(
     kexec: str = "load",
     crashkernel_mib: int | None = None,
     timeout: float | None = None,
+    netns: str | None = None,
 ) -> CaptureRun:
     """Crash a guest and run ``command`` (``sh -c``) inside its capture kernel. Not cached.
 
     The command runs chrooted into the host's root (shared read-only, so host python3
     and the repo are there) with the guest's /proc (so /proc/vmcore), /sys and /dev,
     tmpfs /tmp and /run, ``outdir`` writable at /out, and user networking (the host's
-    loopback is 10.0.2.2). Its exit status is returned and left in ``outdir/.rc``.
+    loopback is 10.0.2.2, or that of network namespace ``netns`` if given). Its exit status is
+    returned and left in ``outdir/.rc``.
     """
     _check_choice("boot", boot, BOOT_MODES)
     _check_choice("kexec", kexec, KEXEC_MODES)
@@ -170,6 +172,7 @@ def run_in_capture_kernel(
     config = _guest_config(kernel_assets, job, mem_mib, crashkernel_mib, workload, boot, qmp=False)
     config.shares.append(Share("out", outdir, readonly=False))
     config.network = True
+    config.netns = netns
     _write_job(job, kernel_assets, action="command", marker=f"VMCORE-TESTBED-MARKER {secrets.token_hex(8)}",
                workload=workload, kexec=kexec)
     (job / "command").write_text(command)
