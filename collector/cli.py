@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import socket
 import sys
 import time
@@ -19,7 +20,7 @@ from .formats.kdump import TARGET_FULL_ERRNOS, DumpResult, KdumpFile, write_kdum
 from .pipeline import PageCompressor
 from .progress import PROGRAM, LineProgress, format_duration
 from .targets import Appender, SshOptions, Target, TargetFile, open_dump_dir
-from .targets.local import LocalFile, LocalTarget
+from .targets.local import LocalFile, LocalTarget, Retention
 from .vmcore import Vmcore
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
@@ -58,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"save only the kernel log ({LOG_NAME}) in the dump directory, no dump")
     p.add_argument("--fallback", action="append", default=[], metavar="DEST",
                    help="where to go if DEST cannot be reached or written (repeatable, tried in order)")
+    p.add_argument("--keep-dumps", type=int, metavar="N",
+                   help="local/NFS DEST: remove the oldest dumps so that at most N remain, this one included")
+    p.add_argument("--min-free", type=parse_size, default=0, metavar="SIZE",
+                   help="local/NFS DEST: remove old dumps to leave SIZE (e.g. 2G) free, and stop the dump "
+                        "(incomplete) rather than go below it")
     ssh = p.add_argument_group("SSH destinations", "DEST (or --fallback) ssh://user@host[:port]/absolute/path")
     ssh.add_argument("--ssh-key", metavar="FILE", help="private key to log in with")
     ssh.add_argument("--known-hosts", metavar="FILE", help="known_hosts file that must hold the server's host key")
@@ -110,6 +116,8 @@ def _save(argv: list[str]) -> int:
         raise CollectorError(f"dump level {args.dump_level} is not in 0-{MAX_DUMP_LEVEL}")
     if args.threads < 1:
         raise CollectorError("--threads must be at least 1")
+    if args.keep_dumps is not None and args.keep_dumps < 1:
+        raise CollectorError("--keep-dumps must be at least 1 (the dump being written)")
     if args.output == "-" and args.format != "flat":
         raise CollectorError("only --format flat can be written to stdout")
     progress = LineProgress(quiet=args.quiet)
@@ -126,7 +134,7 @@ def _save(argv: list[str]) -> int:
             target: Target = LocalTarget(os.path.dirname(args.output) or ".")
         else:
             target, directory = open_dump_dir([args.dest, *args.fallback], _dump_dir_name(vmcore),
-                                              _ssh_options(args), _notice)
+                                              _ssh_options(args), _notice, _retention(args))
         try:
             if args.output:
                 path, final_path = args.output, None
@@ -191,7 +199,7 @@ def _save_log_only(vmcore: Vmcore, args: argparse.Namespace) -> int:
     """--dmesg-only: the log is the whole job, so failing to read it is an error."""
     text = kernel_log(vmcore)
     target, directory = open_dump_dir([args.dest, *args.fallback], _dump_dir_name(vmcore),
-                                      _ssh_options(args), _notice)
+                                      _ssh_options(args), _notice, _retention(args))
     try:
         path = _write_log(target, directory, text)
     finally:
@@ -261,6 +269,18 @@ def _ssh_options(args: argparse.Namespace) -> SshOptions:
 def _notice(text: str) -> None:
     """A line that matters even with --quiet (fallbacks, unverified host keys)."""
     print(f"{PROGRAM}: {text}", file=sys.stderr, flush=True)
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``123``, ``64K``, ``512M``, ``2G``, ``1T`` (powers of 1024)."""
+    match = re.fullmatch(r"(\d+)([KMGT]?)", text.strip().upper())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 512M or 2G)")
+    return int(match.group(1)) << (10 * " KMGT".index(match.group(2) or " "))
+
+
+def _retention(args: argparse.Namespace) -> Retention:
+    return Retention(args.keep_dumps, args.min_free)
 
 
 def _dump_dir_name(vmcore: Vmcore) -> str:

@@ -12,6 +12,7 @@ from typing import Callable, Protocol, Sequence
 
 from ..errors import TargetUnreachable
 from ..sink import Sink
+from .local import LocalTarget, Retention
 
 
 class TargetFile(Sink, Protocol):
@@ -60,7 +61,8 @@ class SshOptions:
     retries: int = 5
 
 
-def open_target(dest: str, ssh: SshOptions, warn: Callable[[str], None]) -> Target:
+def open_target(dest: str, ssh: SshOptions, warn: Callable[[str], None],
+                retention: Retention = Retention()) -> Target:
     """The target for DEST: ``ssh://user@host[:port]/path``, ``nfs://server[:port]/export/path``
     or a local directory."""
     if dest.startswith("ssh://"):
@@ -70,20 +72,18 @@ def open_target(dest: str, ssh: SshOptions, warn: Callable[[str], None]) -> Targ
     if dest.startswith("nfs://"):
         from .nfs import open_nfs_target
 
-        return open_nfs_target(dest, warn)
-    from .local import LocalTarget
-
-    return LocalTarget(dest)
+        return open_nfs_target(dest, warn, retention)
+    return LocalTarget(dest, retention, warn)
 
 
-def open_dump_dir(dests: Sequence[str], name: str, ssh: SshOptions,
-                  warn: Callable[[str], None]) -> tuple[Target, str]:
+def open_dump_dir(dests: Sequence[str], name: str, ssh: SshOptions, warn: Callable[[str], None],
+                  retention: Retention = Retention()) -> tuple[Target, str]:
     """Make the dump directory ``name`` on the first of ``dests`` that can be reached and
     written; say in one line why each one before it was skipped. Returns (target, directory)."""
     for index, dest in enumerate(dests):
         target = None
         try:
-            target = open_target(dest, ssh, warn)
+            target = open_target(dest, ssh, warn, retention)
             return target, target.make_dump_dir(name)
         except (TargetUnreachable, OSError) as e:
             if target is not None:

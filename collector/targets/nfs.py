@@ -30,7 +30,7 @@ from typing import Callable
 from urllib.parse import unquote, urlsplit
 
 from ..errors import CollectorError, TargetUnreachable
-from .local import LocalFile, LocalTarget
+from .local import LocalFile, LocalTarget, Retention
 
 MOUNT_TIMEOUT = 30.0    # seconds for all mount attempts together
 UMOUNT_TIMEOUT = 30.0
@@ -72,7 +72,7 @@ class NfsUrl:
         return f"[{self.host}]" if ":" in self.host else self.host
 
 
-def open_nfs_target(dest: str, warn: Warn) -> NfsTarget:
+def open_nfs_target(dest: str, warn: Warn, retention: Retention = Retention()) -> NfsTarget:
     """Mount ``dest`` on a fresh private mount point; TargetUnreachable if it cannot be mounted."""
     url = NfsUrl.parse(dest)
     mount_point = tempfile.mkdtemp(prefix="vmcore-save-nfs-")
@@ -82,7 +82,7 @@ def open_nfs_target(dest: str, warn: Warn) -> NfsTarget:
         with contextlib.suppress(OSError):  # a mount killed just as it succeeded leaves it busy
             os.rmdir(mount_point)
         raise
-    return NfsTarget(url, mount_point, warn)
+    return NfsTarget(url, mount_point, warn, retention)
 
 
 class NfsTarget:
@@ -92,11 +92,11 @@ class NfsTarget:
 
     streams_only = False
 
-    def __init__(self, url: NfsUrl, mount_point: str, warn: Warn) -> None:
+    def __init__(self, url: NfsUrl, mount_point: str, warn: Warn, retention: Retention) -> None:
         self.description = str(url)
         self.mount_point = mount_point
         self.mounted = True
-        self.local = LocalTarget(mount_point)
+        self.local = LocalTarget(mount_point, retention, warn)
         self.warn = warn
 
     def make_dump_dir(self, name: str) -> str:
