@@ -101,6 +101,7 @@ def write_elf(sink: Sink, vmcore: Vmcore, classifier: PageClassifier, progress: 
     current = None       # (segment, first paddr, file offset) of the range being written
     phdr_offset = phoff + elf.ELF64_PHDR.size
     try:
+        result.readable = False  # until the ELF header and the notes are out
         sink.reserve(0, data_offset)
         sink.write_at(0, ehdr + note_phdr)
         sink.write_at(notes_offset, vmcore.notes)
@@ -108,6 +109,7 @@ def write_elf(sink: Sink, vmcore: Vmcore, classifier: PageClassifier, progress: 
             sink.write_at(shoff, elf.ELF64_SHDR.build(
                 sh_name=0, sh_type=0, sh_flags=0, sh_addr=0, sh_offset=0, sh_size=0, sh_link=0,
                 sh_info=phnum, sh_addralign=0, sh_entsize=0))
+        result.readable = True
         for index, lo, hi in _kept_ranges(vmcore, classifier):
             current = (vmcore.segments[index], lo, data_offset)
             for chunk in range(lo, hi, FLUSH_BYTES):

@@ -85,6 +85,7 @@ class KdumpLayout:
 @dataclass
 class DumpResult:
     complete: bool = True
+    readable: bool = True  # False: not even the headers and notes got out (nothing to read)
     error: str = ""
     counts: PageCounts = field(default_factory=PageCounts)
     bytes_in: int = 0
@@ -151,6 +152,8 @@ def write_kdump(sink: Sink, vmcore: Vmcore, classifier: PageClassifier, compress
             data_offset += ps
     except OSError as e:
         result.complete, result.error = False, f"writing dump metadata: {e.strerror or e}"
+        # Readers need the header, the notes (VMCOREINFO) and both bitmaps: all or nothing.
+        result.readable = False
         return result
     result.phases["bitmaps"] = time.monotonic() - started
 
