@@ -16,5 +16,12 @@ setup(
     entry_points={"console_scripts": [
         "vmcore-save=collector.cli:main",
         "vmcore-rearrange=collector.cli:rearrange_main",
+        "vmcore-collector=collector.arm:main",
     ]},
+    # The dracut module, the example configuration and the unit that arms at boot.
+    data_files=[
+        ("share/vmcore-collector/99vmcore-collector", [f"initramfs/99vmcore-collector/{name}" for name in (
+            "module-setup.sh", "capture-init.sh", "udhcpc-script.sh")]),
+        ("share/vmcore-collector", ["initramfs/vmcore-collector.conf", "initramfs/vmcore-collector.service"]),
+    ],
 )

@@ -12,6 +12,8 @@ from typing import Callable, Sequence
 
 from . import fastcopy
 from .classify import MAX_DUMP_LEVEL, PageClassifier
+from .config import CONFIG_PATH
+from .config import load as load_config
 from .dmesg import kernel_log, kernel_log_of_file
 from .errors import CollectorError, InputError
 from .formats import flat
@@ -36,8 +38,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROGRAM, description="Save a vmcore as a kdump-compressed dump "
-                "(DEST/<host>-<date>/vmcore) or, with --output, as one file.")
+    p = _Parser(prog=PROGRAM, usage="%(prog)s [options] [VMCORE [DEST]]",
+                description="Save a vmcore as a kdump-compressed dump "
+                "(DEST/<host>-<date>/vmcore) or, with --output, as one file. With no arguments "
+                f"and {CONFIG_PATH} present: the configured job (targets, hooks).")
     p.add_argument("vmcore", nargs="?", default=DEFAULT_VMCORE, metavar="VMCORE",
                    help=f"ELF vmcore to read (default {DEFAULT_VMCORE})")
     p.add_argument("dest", nargs="?", default=DEFAULT_DEST, metavar="DEST",
@@ -103,6 +107,10 @@ def _run(command: Callable[[list[str]], int], argv: Sequence[str] | None, progra
 
 
 def _save(argv: list[str]) -> int:
+    if not argv and os.path.exists(CONFIG_PATH):  # e.g. the capture kernel's emergency shell
+        from .capture import save_configured
+
+        return save_configured(load_config(CONFIG_PATH))
     args = build_parser().parse_args(argv)
     if args.info:
         print(describe(args.info))
@@ -157,6 +165,10 @@ def _save(argv: list[str]) -> int:
             target.close()
     if not args.quiet:
         _summary(result, path, args, time.monotonic() - started)
+    if not result.readable:
+        print(f"{PROGRAM}: dump FAILED ({result.error}): not even its headers could be written to {path}",
+              file=sys.stderr)
+        return EXIT_FAILED
     if not result.complete:
         print(f"{PROGRAM}: dump INCOMPLETE ({result.error}): {path} is readable, missing pages are "
               "reported as such by crash and drgn", file=sys.stderr)

@@ -49,5 +49,19 @@ case "$TESTBED_ACTION" in
         echo 1 > /proc/sys/kernel/sysrq
         echo c > /proc/sysrq-trigger
         ;;
+    arm)
+        # The product's own arm command (vmcore-collector arm, with the host's kexec-tools)
+        # loads the capture kernel: /job/arm-command, run in the host root's chroot.
+        if [ ! -d /newroot/job ]; then
+            host_chroot /newroot
+            mkdir /newroot/job
+            mount --bind /job /newroot/job
+        fi
+        chroot /newroot /usr/bin/env PATH="$TESTBED_PATH" HOME=/root /bin/sh -c "$(cat /job/arm-command)" \
+            || fail "arm command"
+        echo "testbed: armed, crashing at $(cut -d' ' -f1 /proc/uptime) s"
+        echo 1 > /proc/sys/kernel/sysrq
+        echo c > /proc/sysrq-trigger
+        ;;
 esac
 fail "unknown action $TESTBED_ACTION"

@@ -1,0 +1,465 @@
+"""vmcore-collector: prepare a machine so that a crash is captured with no human.
+
+    vmcore-collector build-initramfs --kernel-version V [--kmoddir DIR] [--output IMG]
+    vmcore-collector arm [--kernel VMLINUZ] [--initrd IMG] [--append ARGS]
+    vmcore-collector disarm
+    vmcore-collector status
+
+build-initramfs calls dracut with our module (initramfs/99vmcore-collector) to make the capture
+initramfs: busybox, Python with only the standard-library modules the collector imports, the
+collector, zstandard, paramiko, the configuration, the SSH key and known_hosts, and the kernel
+modules the configured targets need. arm loads it with kexec -p as the capture kernel's
+initramfs. These commands change the running system: run them on the machine to protect, never
+on a test host (the test suite runs them only inside QEMU guests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import py_compile
+import shutil
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from . import config as configuration
+from .errors import CollectorError
+
+PROGRAM = "vmcore-collector"
+DEFAULT_IMAGE_DIR = "/var/lib/vmcore-collector"
+RUNTIME_DIR = "/usr/lib/vmcore-collector"  # PYTHONPATH of the capture environment
+IMAGE_CONFIG_DIR = "/etc/vmcore-collector"
+MODULE_DIR = Path(__file__).resolve().parent.parent / "initramfs" / "99vmcore-collector"
+INSTALLED_MODULE_DIR = Path(sys.prefix) / "share" / "vmcore-collector" / "99vmcore-collector"
+
+# The usual capture-kernel settings (as Fedora's kdumpctl): one CPU, devices reset and polled
+# because the crashed kernel left them mid-flight, and no memory spent on what a dump does not
+# need. panic=10: a capture kernel that panics reboots instead of hanging.
+CAPTURE_KERNEL_ARGS = ("irqpoll nr_cpus=1 reset_devices panic=10 cgroup_disable=memory mce=0 numa=off "
+                       "acpi_no_memhotplug transparent_hugepage=never novmcoredd cma=0 hugetlb_cma=0")
+# First-kernel arguments that would be wrong in the capture kernel.
+_DROPPED_KERNEL_ARGS = ("BOOT_IMAGE", "initrd", "rdinit", "init", "crashkernel", "panic", "nr_cpus", "maxcpus",
+                        "resume", "hugepages", "hugepagesz", "default_hugepagesz", "kexec_jump_back_entry",
+                        "irqpoll", "reset_devices", "quiet")
+
+# Kernel modules by what a target needs. Drivers for the common virtual and physical
+# controllers: the image is built without host-only detection, so it also boots elsewhere.
+BLOCK_MODULES = ("virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "nvme", "ahci", "ata_piix")
+NETWORK_MODULES = ("virtio_pci", "virtio_net", "e1000", "e1000e", "af_packet")
+NFS_MODULES = ("nfsv3", "nfsv4")
+FILESYSTEM_MODULES = {"ext4": ("crc32c_generic", "ext4"), "ext3": ("crc32c_generic", "ext4"),
+                      "ext2": ("crc32c_generic", "ext4"), "vfat": ("vfat", "nls_cp437", "nls_iso8859_1")}
+
+# Standard-library modules the collector reaches only dynamically (codec look-ups by name).
+DYNAMIC_STDLIB_MODULES = ("encodings.utf_8", "encodings.ascii", "encodings.latin_1", "encodings.idna",
+                          "encodings.aliases")
+# Entry points whose static import closure is the capture environment's Python.
+ENTRY_MODULES = ("collector.cli", "collector.capture", "collector.arm", "collector.config",
+                 "collector.targets.local", "collector.targets.nfs", "zstandard", *DYNAMIC_STDLIB_MODULES)
+# The SSH target's stack (paramiko, cryptography: ~20 MiB unpacked, ~25 MiB more RSS) goes in
+# only when an SSH target is configured.
+SSH_MODULES = ("collector.targets.ssh", "paramiko")
+# Never needed in a capture kernel, although some library names them in a code path we do not
+# take. A module that the entry modules really import at run time goes in regardless.
+EXCLUDED_MODULES = ("tkinter", "test", "idlelib", "lib2to3", "ensurepip", "distutils", "pydoc_data",
+                    "turtle", "turtledemo", "sqlite3", "curses", "dbm", "xmlrpc", "setuptools", "pip",
+                    "_pytest", "pytest", "zstandard.backend_cffi", "zstandard._cffi", "multiprocessing",
+                    "pydoc", "doctest", "pdb", "ctypes", "http.server", "xml.dom", "xml.sax", "xml.etree",
+                    "_hashlib", "_ssl", "ssl")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        raise CollectorError(f"{message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROGRAM, description="Capture crashes automatically: build the capture initramfs, "
+                "load it with kexec, check the set-up.")
+    commands = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    build = commands.add_parser("build-initramfs", help="build the capture initramfs with dracut")
+    build.add_argument("--kernel-version", default=os.uname().release, metavar="V",
+                       help="kernel release the image is for (default: the running one)")
+    build.add_argument("--kmoddir", metavar="DIR", help="kernel modules folder (default /lib/modules/V)")
+    build.add_argument("--output", metavar="IMG", help=f"image to write (default {DEFAULT_IMAGE_DIR}/initrd-V.img)")
+    _add_config_options(build)
+    build.add_argument("--dracut", metavar="PATH", help="dracut to run (default: dracut on PATH)")
+    arm = commands.add_parser("arm", help="load the capture kernel and initramfs (kexec -p)")
+    arm.add_argument("--kernel", metavar="VMLINUZ", help="capture kernel (default /boot/vmlinuz-$(uname -r))")
+    arm.add_argument("--initrd", metavar="IMG", help=f"capture initramfs (default {DEFAULT_IMAGE_DIR}/initrd-$(uname -r).img, "
+                     "built first when missing or older than the configuration)")
+    arm.add_argument("--append", default="", metavar="ARGS", help="extra capture-kernel arguments")
+    arm.add_argument("--kexec-load", action="store_true",
+                     help="use the kexec_load system call instead of kexec_file_load")
+    _add_config_options(arm)
+    arm.add_argument("--dracut", metavar="PATH", help="dracut to run when the image is (re)built")
+    commands.add_parser("disarm", help="unload the capture kernel (kexec -p -u)")
+    status = commands.add_parser("status", help="is a crash going to be captured?")
+    _add_config_options(status)
+    status.add_argument("--initrd", metavar="IMG", help="capture initramfs to check")
+    return p
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=configuration.CONFIG_PATH, metavar="FILE",
+                        help=f"configuration (default {configuration.CONFIG_PATH})")
+    parser.add_argument("--kdump-conf", metavar="FILE", help="read a Fedora kdump.conf instead of --config")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .cli import _run
+
+    return _run(_main, argv, PROGRAM)
+
+
+def _main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "build-initramfs":
+        output = Path(args.output or _default_image(args.kernel_version))
+        report = build_initramfs(_load_config(args), args.kernel_version, output, args.kmoddir, args.dracut)
+        _say(f"built {output}: {report.size / 2**20:.1f} MiB ({report.unpacked_size / 2**20:.1f} MiB unpacked, "
+             f"{report.python_files} Python modules, kernel modules: {' '.join(report.kernel_modules) or 'none'})")
+        return 0
+    if args.command == "arm":
+        initrd = Path(args.initrd) if args.initrd else _fresh_default_image(args)
+        kernel = Path(args.kernel or f"/boot/vmlinuz-{os.uname().release}")
+        command_line = arm(kernel, initrd, args.append, kexec_file=not args.kexec_load)
+        _say(f"armed: capture kernel {kernel}, initramfs {initrd}, command line: {command_line}")
+        return 0
+    if args.command == "disarm":
+        _kexec(["-p", "-u"])
+        _say("disarmed: no capture kernel loaded")
+        return 0
+    return status(args)
+
+
+def _say(text: str) -> None:
+    print(f"{PROGRAM}: {text}", file=sys.stderr, flush=True)
+
+
+def _load_config(args: argparse.Namespace) -> configuration.Config:
+    loaded = configuration.load_kdump_conf(args.kdump_conf) if args.kdump_conf else configuration.load(args.config)
+    for warning in loaded.warnings:
+        _say(f"warning: {warning}")
+    return loaded
+
+
+def _default_image(kernel_version: str) -> str:
+    return f"{DEFAULT_IMAGE_DIR}/initrd-{kernel_version}.img"
+
+
+def _fresh_default_image(args: argparse.Namespace) -> Path:
+    """The default image, rebuilt first when it is missing or older than the configuration
+    (what kdumpctl does at boot, so that editing the configuration is enough)."""
+    release = os.uname().release
+    image = Path(_default_image(release))
+    config_file = Path(args.kdump_conf or args.config)
+    if not image.exists() or (config_file.exists() and config_file.stat().st_mtime > image.stat().st_mtime):
+        image.parent.mkdir(parents=True, exist_ok=True)
+        build_initramfs(_load_config(args), release, image, None, args.dracut)
+        _say(f"built {image}")
+    return image
+
+
+# build-initramfs -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BuildReport:
+    size: int  # bytes of the (compressed) image
+    unpacked_size: int  # bytes of what the capture kernel unpacks into RAM
+    python_files: int
+    kernel_modules: tuple[str, ...]
+
+
+def kernel_modules_for(config: configuration.Config) -> tuple[str, ...]:
+    """The kernel modules the configured targets need, in load order."""
+    wanted: list[str] = []
+    for target in config.targets:
+        if target.kind == "disk":
+            wanted += [*BLOCK_MODULES, *FILESYSTEM_MODULES.get(target.fstype, (target.fstype,))]
+        if target.needs_network:
+            wanted += NETWORK_MODULES
+        if target.kind == "nfs":
+            wanted += NFS_MODULES
+    wanted += config.modules
+    return tuple(dict.fromkeys(wanted))
+
+
+def build_initramfs(config: configuration.Config, kernel_version: str, output: Path,
+                    kmoddir: str | None = None, dracut: str | None = None) -> BuildReport:
+    """Stage the capture environment, then run dracut with only our module; returns sizes."""
+    dracut_path = dracut or shutil.which("dracut")
+    if not dracut_path:
+        raise CollectorError("dracut not found: install dracut-core (Debian) or dracut, or pass --dracut")
+    dracut_base = Path(dracut_path).resolve().parent.parent / "lib" / "dracut"
+    if not (dracut_base / "dracut-init.sh").exists():
+        raise CollectorError(f"{dracut_base}: not a dracut installation (no dracut-init.sh)")
+    for name, path in (("ssh_key", config.ssh_key), ("known_hosts", config.known_hosts)):
+        if path and not os.access(path, os.R_OK):
+            raise CollectorError(f"{name} {path}: not readable")
+    kernel_modules = kernel_modules_for(config)
+    with tempfile.TemporaryDirectory(prefix="vmcore-collector-build.") as work_name:
+        work = Path(work_name)
+        manifest, python_files = _stage(config, kernel_modules, work / "stage")
+        (work / "manifest").write_text("".join(f"{kind} {src} {dst}\n" for kind, src, dst in manifest))
+        base = _dracut_base_with_module(dracut_base, work / "dracut")
+        (work / "confdir").mkdir()
+        (work / "empty.conf").write_text("")
+        command = [dracut_path, "--force", "--no-hostonly", "--no-hostonly-cmdline", "--no-early-microcode",
+                   "--modules", "vmcore-collector", "--kver", kernel_version,
+                   "--conf", str(work / "empty.conf"), "--confdir", str(work / "confdir"),
+                   "--compress", "zstd", "--tmpdir", str(work), *(["--kmoddir", kmoddir] if kmoddir else []),
+                   str(output)]
+        env = {**os.environ, "dracutbasedir": str(base), "VMCORE_COLLECTOR_MANIFEST": str(work / "manifest"),
+               "VMCORE_COLLECTOR_KMODS": " ".join(kernel_modules)}
+        result = subprocess.run(command, env=env, capture_output=True, text=True)
+        if result.returncode != 0 or not output.exists():
+            tail = "; ".join((result.stderr or result.stdout).strip().splitlines()[-3:])
+            raise CollectorError(f"dracut failed (status {result.returncode}): {tail}")
+    return BuildReport(output.stat().st_size, _unpacked_size(output), python_files, kernel_modules)
+
+
+def _dracut_base_with_module(system_base: Path, base: Path) -> Path:
+    """A dracut base folder whose modules.d holds only our module: dracut's own files are
+    symlinked, so nothing under /usr/lib/dracut is touched."""
+    (base / "modules.d").mkdir(parents=True)
+    for item in system_base.iterdir():
+        if item.name != "modules.d":
+            (base / item.name).symlink_to(item)
+    module = MODULE_DIR if MODULE_DIR.is_dir() else INSTALLED_MODULE_DIR
+    shutil.copytree(module, base / "modules.d" / "99vmcore-collector")
+    return base
+
+
+def _unpacked_size(image: Path) -> int:
+    listing = subprocess.run(["sh", "-c", f"zstd -dc '{image}' | cpio -t -v --quiet"], capture_output=True,
+                             text=True).stdout
+    return sum(int(fields[4]) for fields in (line.split() for line in listing.splitlines())
+               if len(fields) > 4 and fields[4].isdigit())
+
+
+def _find_python_modules(with_ssh: bool) -> dict[str, str]:
+    """Module name -> file for what ENTRY_MODULES (and SSH_MODULES if ``with_ssh``) need:
+    their static import closure (a ModuleFinder reads bytecode, so imports inside functions
+    count too), less EXCLUDED_MODULES, plus whatever importing them really loads (paramiko
+    pulls in more than it names)."""
+    entries = [*ENTRY_MODULES, *(SSH_MODULES if with_ssh else ())]
+    excludes = [*EXCLUDED_MODULES, *(() if with_ssh else SSH_MODULES)]
+    script = (
+        "import json, modulefinder, sys\n"
+        f"finder = modulefinder.ModuleFinder(excludes={excludes!r})\n"
+        f"entries = {entries!r}\n"
+        "for name in entries:\n"
+        "    finder.import_hook(name)\n"
+        "found = {n: m.__file__ for n, m in finder.modules.items() if m.__file__}\n"
+        "for name in entries:\n"
+        "    __import__(name)\n"
+        "found.update((n, m.__file__) for n, m in list(sys.modules.items()) if getattr(m, '__file__', None))\n"
+        "json.dump(found, sys.stdout)\n"
+    )
+    found = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           cwd=str(Path(__file__).resolve().parent.parent))
+    if found.returncode != 0:
+        raise CollectorError(f"cannot list the collector's Python modules: {found.stderr.strip()[-300:]}")
+    return json.loads(found.stdout)
+
+
+def _stage(config: configuration.Config, kernel_modules: tuple[str, ...],
+           stage: Path) -> tuple[list[tuple[str, str, str]], int]:
+    """Lay out the capture environment's files in ``stage``; returns the dracut manifest and
+    how many Python modules went in. Python files go in as bytecode only (smaller, no
+    compiling at capture time); ELF files are listed for dracut to install with their libraries."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"]).resolve()
+    site_dirs = [Path(p).resolve() for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
+    package_root = Path(__file__).resolve().parent.parent
+    interpreter = Path(sys.executable).resolve()
+    manifest: list[tuple[str, str, str]] = [("tree", str(stage), "/"),
+                                            ("elf", str(interpreter), str(interpreter)),
+                                            ("elf", "/bin/busybox", "/usr/bin/busybox")]
+    if not Path("/bin/busybox").exists():
+        raise CollectorError("/bin/busybox not found: install busybox-static")
+    count = 0
+    with_ssh = any(target.kind == "ssh" for target in config.targets)
+    for name, file in sorted(_find_python_modules(with_ssh).items()):
+        source = Path(file).resolve()
+        if source.is_relative_to(stdlib) and not any(source.is_relative_to(d) for d in site_dirs):
+            destination = Path(str(stdlib)) / source.relative_to(stdlib)
+        elif source.is_relative_to(package_root / "collector"):
+            destination = Path(RUNTIME_DIR) / source.relative_to(package_root)
+        else:
+            site = next((d for d in site_dirs if source.is_relative_to(d)), None)
+            if site is None:
+                raise CollectorError(f"module {name} ({source}) is outside the standard library and site-packages")
+            destination = Path(RUNTIME_DIR) / source.relative_to(site)
+        if source.suffix == ".py":
+            py_compile.compile(str(source), cfile=str(stage / destination.relative_to("/")) + "c",
+                               dfile=str(destination), doraise=True,
+                               invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+            count += 1
+        elif source.suffix == ".so":
+            manifest.append(("elf", str(source), str(destination)))
+            count += 1
+    _stage_distribution_metadata(manifest, site_dirs, stage)
+    # Extension modules that Rust/C code imports by itself, which no bytecode names.
+    for site in site_dirs:
+        for extension in ("cryptography/hazmat/bindings/_rust.abi3.so",
+                          "_cffi_backend" + sysconfig.get_config_var("EXT_SUFFIX")):
+            if with_ssh and (site / extension).exists() and not any(e[1] == str(site / extension) for e in manifest):
+                manifest.append(("elf", str(site / extension), f"{RUNTIME_DIR}/{extension}"))
+    _stage_runtime_files(config, kernel_modules, stage, interpreter)
+    return manifest, count
+
+
+def _stage_distribution_metadata(manifest: list[tuple[str, str, str]], site_dirs: list[Path], stage: Path) -> None:
+    """METADATA of the distributions whose packages went in: paramiko reads its own version
+    through importlib.metadata when imported."""
+    runtime = stage / RUNTIME_DIR.lstrip("/")
+    packages = {path.relative_to(runtime).parts[0] for path in runtime.rglob("*.pyc")}
+    packages |= {Path(dst).relative_to(RUNTIME_DIR).parts[0] for kind, _, dst in manifest
+                 if kind == "elf" and dst.startswith(RUNTIME_DIR + "/")}
+    for site in site_dirs:
+        for info in site.glob("*.dist-info"):
+            top_level = info / "top_level.txt"
+            names = set(top_level.read_text().split()) if top_level.exists() else {info.name.split("-")[0].lower()}
+            if names & packages and (info / "METADATA").exists():
+                (runtime / info.name).mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(info / "METADATA", runtime / info.name / "METADATA")
+
+
+def _stage_runtime_files(config: configuration.Config, kernel_modules: tuple[str, ...], stage: Path,
+                         interpreter: Path) -> None:
+    etc = stage / IMAGE_CONFIG_DIR.lstrip("/")
+    etc.mkdir(parents=True)
+    copied: dict[str, str | None] = {}
+    for name, path in (("ssh_key", config.ssh_key), ("known_hosts", config.known_hosts)):
+        copied[name] = None
+        if path:
+            shutil.copyfile(path, etc / name)
+            (etc / name).chmod(0o600)
+            copied[name] = f"{IMAGE_CONFIG_DIR}/{name}"
+    image_config = configuration.with_image_paths(config, copied["ssh_key"], copied["known_hosts"])
+    (stage / "etc" / "vmcore-collector.conf").write_text(configuration.render(image_config))
+    (etc / "modules").write_text("".join(f"{name}\n" for name in kernel_modules))
+    (etc / "failure-action").write_text(config.failure_action + "\n")
+    bin_dir = stage / "usr" / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    (bin_dir / "python3").symlink_to(interpreter)
+    for command, module in (("vmcore-save", "collector.cli"), ("vmcore-collector", "collector.arm")):
+        wrapper = bin_dir / command
+        wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={RUNTIME_DIR} exec /usr/bin/python3 -S -c "
+                           f"'import sys; from {module} import main; sys.exit(main())' \"$@\"\n")
+        wrapper.chmod(0o755)
+
+
+# arm / status ----------------------------------------------------------------------------------
+
+def capture_command_line(first_kernel_command_line: str, extra: str = "") -> str:
+    """The capture kernel's command line: the first kernel's (console and the like) without
+    what must not carry over, plus CAPTURE_KERNEL_ARGS and ``extra``."""
+    kept = [word for word in first_kernel_command_line.split()
+            if word.split("=", 1)[0] not in _DROPPED_KERNEL_ARGS]
+    return " ".join([*kept, CAPTURE_KERNEL_ARGS, *extra.split()])
+
+
+def arm(kernel: Path, initrd: Path, extra_args: str = "", kexec_file: bool = True) -> str:
+    """Load ``kernel`` and ``initrd`` as the capture kernel; returns its command line."""
+    for path in (kernel, initrd):
+        if not path.is_file():
+            raise CollectorError(f"{path}: no such file")
+    if crash_kernel_reserved() == 0:
+        raise CollectorError("no memory is reserved for a capture kernel: boot with crashkernel=256M")
+    command_line = capture_command_line(Path("/proc/cmdline").read_text(), extra_args)
+    _kexec(["-p", *(["-s"] if kexec_file else []), str(kernel), f"--initrd={initrd}",
+            f"--append={command_line}"])
+    if not crash_kernel_loaded():
+        raise CollectorError("kexec reported success but the kernel says no capture kernel is loaded")
+    return command_line
+
+
+def _kexec(arguments: list[str]) -> None:
+    kexec = shutil.which("kexec") or "/sbin/kexec"
+    if not os.path.exists(kexec):
+        raise CollectorError("kexec not found: install kexec-tools")
+    result = subprocess.run([kexec, *arguments], capture_output=True, text=True)
+    if result.returncode != 0:
+        reason = (result.stderr or result.stdout).strip().splitlines()
+        raise CollectorError(f"kexec {' '.join(arguments[:2])} failed: {reason[-1] if reason else result.returncode}")
+
+
+def crash_kernel_reserved() -> int:
+    """Bytes reserved with crashkernel= (0: none)."""
+    try:
+        return int(Path("/sys/kernel/kexec_crash_size").read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+def crash_kernel_loaded() -> bool:
+    try:
+        return Path("/sys/kernel/kexec_crash_loaded").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
+def target_reachable(target: configuration.Target, timeout: float = 3.0) -> str | None:
+    """None if the target looks usable from here, else why not (one phrase)."""
+    if target.kind == "path":
+        return None if os.access(target.directory, os.W_OK) else f"{target.directory} is not a writable folder"
+    if target.kind == "disk":
+        device = target.source
+        if device.startswith(("LABEL=", "UUID=")):
+            key, _, value = device.partition("=")
+            device = f"/dev/disk/by-{key.lower()}/{value}"
+        return None if os.path.exists(device) else f"{device} does not exist"
+    if target.kind == "ssh":
+        host_port = target.source.split("@", 1)[1]
+        host, _, port = host_port.rpartition(":") if host_port.count(":") == 1 else (host_port, "", "22")
+        address, port_number = host.strip("[]"), int(port or 22)
+    else:
+        address, port_number = target.source.split(":", 1)[0], 2049
+    try:
+        with socket.create_connection((address, port_number), timeout=timeout):
+            return None
+    except OSError as e:
+        return f"{address}:{port_number}: {e.strerror or e}"
+
+
+def status(args: argparse.Namespace) -> int:
+    """Print what would happen on a crash; 0 if a crash would be captured, 1 if not."""
+    problems = 0
+
+    def line(ok: bool, text: str) -> None:
+        nonlocal problems
+        problems += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} {text}")
+
+    reserved = crash_kernel_reserved()
+    line(reserved > 0, f"crashkernel: {reserved / 2**20:.0f} MiB reserved" if reserved
+         else "crashkernel: nothing reserved (boot with crashkernel=256M)")
+    line(crash_kernel_loaded(), "capture kernel: " + ("loaded" if crash_kernel_loaded() else
+                                                      f"not loaded (run {PROGRAM} arm)"))
+    try:
+        loaded = _load_config(args)
+    except CollectorError as e:
+        line(False, f"config: {e}")
+        return 1
+    line(True, f"config: {args.kdump_conf or args.config} valid, {len(loaded.targets)} target(s), "
+         f"final_action {loaded.final_action}, failure_action {loaded.failure_action}")
+    image = Path(args.initrd or _default_image(os.uname().release))
+    line(image.exists(), f"initramfs: {image} " + (f"({image.stat().st_size / 2**20:.1f} MiB)" if image.exists()
+                                                   else f"missing (run {PROGRAM} build-initramfs)"))
+    for target in loaded.targets:
+        reason = target_reachable(target)
+        line(reason is None, f"target {target.describe()}: " + ("reachable" if reason is None else reason))
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""The capture configuration: our format, Fedora's kdump.conf, one-line errors, and what the
+capture initramfs is built with (no QEMU here: tests/test_e2e.py runs the real thing)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from collector import config
+from collector.arm import CAPTURE_KERNEL_ARGS, capture_command_line, kernel_modules_for
+from collector.config import ConfigError, Target
+from tests.conftest import REPO
+
+EXAMPLE = REPO / "initramfs" / "vmcore-collector.conf"
+
+
+def test_example_file_is_valid() -> None:
+    loaded = config.load(EXAMPLE)
+    assert loaded.targets[0].kind == "disk"
+
+
+def test_all_settings() -> None:
+    loaded = config.parse(
+        "# comment\n"
+        "target = disk UUID=1234-abcd xfs /crash   # preferred\n"
+        "target = ssh dumps@192.0.2.1:2222 /srv/crash\n"
+        "target = nfs server.example:/export\n"
+        "target = path /var/crash\n"
+        "ssh_key = /etc/key\nknown_hosts = /etc/known\n"
+        "dump_level = 17\ncompress = zlib\ncompress_level = 6\nthreads = 2\n"
+        "failure_action = shell\nfinal_action = halt\n"
+        "pre_hook = echo 'a # not a comment'\npost_hook = logger done\npost_hook = sync\n"
+        "wait_seconds = 10\nkeep_dumps = 3\nmin_free = 2G\nmodules = e1000e  nvme\n")
+    assert loaded.targets == (Target("disk", "UUID=1234-abcd", "/crash", "xfs"),
+                              Target("ssh", "dumps@192.0.2.1:2222", "/srv/crash"),
+                              Target("nfs", "server.example:/export", "/var/crash"),
+                              Target("path", "", "/var/crash"))
+    assert loaded.targets[1].ssh_url() == "ssh://dumps@192.0.2.1:2222/srv/crash"
+    assert loaded.targets[2].nfs_url() == "nfs://server.example/export/var/crash"
+    assert loaded.pre_hooks == ("echo 'a # not a comment'",)
+    assert loaded.post_hooks == ("logger done", "sync")
+    assert loaded.modules == ("e1000e", "nvme")
+    assert loaded.save_arguments() == ["-d", "17", "--compress", "zlib", "--threads", "2", "--level", "6",
+                                       "--ssh-key", "/etc/key", "--known-hosts", "/etc/known",
+                                       "--keep-dumps", "3", "--min-free", "2G"]
+    assert config.parse(config.render(loaded)) == loaded  # what the image carries reads back the same
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("", "no target"),
+    ("target = disk /dev/sda1\n", "expected 'target = disk DEVICE FSTYPE [DIRECTORY]'"),
+    ("target = disk sda1 ext4\n", "is not /dev/..., LABEL=... or UUID=..."),
+    ("target = tape /dev/st0\n", "target kind 'tape' is not one of"),
+    ("target = ssh host /x\nssh_key = /k\nknown_hosts = /h\n", "is not USER@HOST[:PORT]"),
+    ("target = ssh u@h /x\nknown_hosts = /h\n", "needs ssh_key"),
+    ("target = ssh u@h /x\nssh_key = /k\n", "needs known_hosts"),
+    ("target = nfs server/export\n", "is not SERVER:/EXPORT"),
+    ("target = path relative\n", "must be an absolute path"),
+    ("target = path /x\ndump_level = 32\n", "dump_level 32 is not in 0-31"),
+    ("target = path /x\ndump_level = lots\n", "dump_level 'lots' is not a whole number"),
+    ("target = path /x\ncompress = lz4\n", "compress 'lz4' is not one of"),
+    ("target = path /x\nfinal_action = shell\n", "final_action 'shell' is not one of"),
+    ("target = path /x\nmin_free = lots\n", "min_free 'lots' is not a size"),
+    ("target = path /x\ncolour = blue\n", "unknown setting 'colour'"),
+    ("target = path /x\njust words\n", "expected 'key = value'"),
+])
+def test_errors_are_one_line_naming_the_place(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        config.parse(text, "my.conf")
+    assert message in str(error.value)
+    assert str(error.value).startswith("my.conf")
+    assert "\n" not in str(error.value)
+
+
+def test_fedora_kdump_conf() -> None:
+    loaded = config.parse_kdump_conf(
+        "ssh kdump@192.0.2.7\nsshkey /root/.ssh/kdump_id_rsa\npath /var/crash/remote\n"
+        "core_collector makedumpfile -l --message-level 7 -d 31\n"
+        "failure_action shell\nfinal_action poweroff\nkdump_pre /bin/pre.sh\nkdump_post /bin/post.sh\n"
+        "auto_reset_crashkernel yes\n", "kdump.conf")
+    assert loaded.targets == (Target("ssh", "kdump@192.0.2.7", "/var/crash/remote"),)
+    assert (loaded.ssh_key, loaded.known_hosts) == ("/root/.ssh/kdump_id_rsa", "/root/.ssh/known_hosts")
+    assert (loaded.dump_level, loaded.compress) == (31, "zstd")  # lzo is not ours: zstd is as fast
+    assert (loaded.failure_action, loaded.final_action) == ("shell", "poweroff")
+    assert (loaded.pre_hooks, loaded.post_hooks) == (("/bin/pre.sh",), ("/bin/post.sh",))
+    assert loaded.warnings == ("kdump.conf:9: auto_reset_crashkernel is not used by vmcore-collector",)
+
+
+def test_fedora_disk_nfs_and_defaults() -> None:
+    disk = config.parse_kdump_conf("xfs UUID=aa-bb\npath /crash\ncore_collector makedumpfile -c -d 1\n"
+                                   "default reboot\n")
+    assert disk.targets == (Target("disk", "UUID=aa-bb", "/crash", "xfs"),)
+    assert (disk.compress, disk.dump_level, disk.failure_action) == ("zlib", 1, "reboot")
+    nfs = config.parse_kdump_conf("nfs server:/exports\n")
+    assert nfs.targets == (Target("nfs", "server:/exports", "/var/crash"),)
+    assert config.parse_kdump_conf("").targets == (Target("path", "", "/var/crash"),)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("ext4 /dev/sda1\nnfs s:/e\n", "a second dump target"),
+    ("raw /dev/sdb\n", "raw device targets are not supported"),
+    ("core_collector cp\n", "only makedumpfile options are read"),
+    ("core_collector makedumpfile --split\n", "option '--split' is not supported"),
+    ("failure_action dump_to_rootfs\n", "dump_to_rootfs is not supported"),
+    ("final_action shell\n", "final_action 'shell' is not one of"),
+    ("fence_kdump_magic x\n", "unknown kdump.conf directive"),
+])
+def test_fedora_errors(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config.parse_kdump_conf(text, "kdump.conf")
+
+
+def test_missing_file_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nothere.conf: cannot read: No such file"):
+        config.load(tmp_path / "nothere.conf")
+
+
+def test_kernel_modules_follow_the_targets() -> None:
+    disk = kernel_modules_for(config.parse("target = disk /dev/vda ext4\n"))
+    assert "virtio_blk" in disk and "ext4" in disk and "virtio_net" not in disk
+    nfs = kernel_modules_for(config.parse("target = nfs s:/e\nmodules = igb\n"))
+    assert {"virtio_net", "nfsv4", "nfsv3", "igb"} <= set(nfs) and "ext4" not in nfs
+
+
+def test_capture_command_line() -> None:
+    line = capture_command_line("BOOT_IMAGE=/vmlinuz root=/dev/sda1 ro quiet console=ttyS0,115200 "
+                                "crashkernel=256M panic=1 rdinit=/init", "acpi=noirq")
+    assert line == f"root=/dev/sda1 ro console=ttyS0,115200 {CAPTURE_KERNEL_ARGS} acpi=noirq"
+
+
+def test_vmcore_save_without_arguments_does_the_configured_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import collector.cli
+
+    conf = tmp_path / "vmcore-collector.conf"
+    conf.write_text(f"target = path {tmp_path / 'dumps'}\n")
+    monkeypatch.setattr(collector.cli, "CONFIG_PATH", str(conf))
+    # Not a capture kernel: the job stops before touching any target, with one line.
+    assert collector.cli.main([]) == 2
+    assert "no /proc/vmcore: this is not a capture kernel" in capsys.readouterr().err
+    assert not (tmp_path / "dumps").exists()
+
+
+def test_capture_main_refuses_outside_a_capture_kernel(capsys: pytest.CaptureFixture[str]) -> None:
+    from collector import capture
+
+    assert capture.main() == 2
+    assert "refusing: no /proc/vmcore" in capsys.readouterr().err
