@@ -12,7 +12,8 @@ setup(
     ),
     python_requires=">=3.9",
     install_requires=["zstandard>=0.19", "paramiko>=3"],
-    extras_require={"test": ["pytest>=7", "hypothesis>=6", "drgn>=0.0.25"]},
+    extras_require={"test": ["pytest>=7", "hypothesis>=6", "drgn>=0.0.25"],
+                    "bench": ["matplotlib>=3.5"]},
     entry_points={"console_scripts": [
         "vmcore-save=collector.cli:main",
         "vmcore-rearrange=collector.cli:rearrange_main",

@@ -1,0 +1,1 @@
+"""Benchmarks: vmcore-save against makedumpfile (python -m benchmarks.run)."""

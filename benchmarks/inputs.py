@@ -1,0 +1,140 @@
+"""The vmcores the benchmark runs on: real ones from the QEMU test bed, synthetic sparse ones.
+
+Synthetic vmcores carry no VMCOREINFO note: Debian's makedumpfile 1.7.2 refuses a vmcore whose
+VMCOREINFO lacks kernel symbols ("check_release: Can't get the symbol of system_utsname") and
+runs without kernel data only when there is no VMCOREINFO at all and the dump level is 0 or 1.
+vmcore-save treats them exactly as it treats tests/vmcore_factory's minimal VMCOREINFO (no
+SECTION_SIZE_BITS, so no struct pages): -d 31 excludes zero pages only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from collector import elf
+from collector.vmcore import Vmcore
+from tests.vmcore_factory import PAGE_SIZE, build_notes
+
+GIB = 1 << 30
+CACHE_DIR = Path(__file__).resolve().parent / ".cache"
+
+# One run of CONTENT_PAGES pages of real memory every PERIOD_PAGES pages: 1/16 of the pages are
+# non-zero, in 64 KiB runs (memory in use comes in runs, not in isolated pages); the rest are
+# file holes, which read as zeros.
+CONTENT_PAGES = 16
+PERIOD_PAGES = 256
+# Distinct non-zero pages taken from the real vmcore and cycled through: 32 MiB, far more than
+# any compressor's window, so the cycling does not make the content look more compressible.
+CONTENT_POOL_PAGES = 8192
+# Bump when the layout changes: cached synthetic vmcores with another version are rebuilt.
+SYNTHETIC_VERSION = 1
+
+
+@dataclass(frozen=True)
+class BenchInput:
+    name: str          # the row label, e.g. "real 1 GiB (kdump)"
+    path: Path
+    kind: str          # "real" or "synthetic"
+    memory_bytes: int  # sum of the PT_LOADs' p_memsz: the guest's RAM as the vmcore describes it
+    file_bytes: int    # st_size: what `cat` reads, and the base of every MB/s figure
+    exercises: str     # one line for RESULTS.md
+
+
+def real_input(mem_mib: int, method: str) -> BenchInput:
+    """A cached vmcore of a crashed (kdump) or QMP-dumped 6.1 guest that ran the workload."""
+    from tests.testbed import get_vmcore  # only here: it pulls in the QEMU test bed
+
+    vmcore = get_vmcore(kernel="6.1", mem_mib=mem_mib, workload=True, boot="pvh", kexec="load", method=method)
+    if method == "kdump":
+        exercises = ("a real /proc/vmcore: -d 31 reads struct pages through the kernel's page tables and "
+                     "drops cache, user and free pages; -d 1 only zero pages")
+    else:
+        exercises = ("QEMU dump-guest-memory of a running guest: program headers right after the ELF "
+                     "header, mostly never-touched (zero) RAM")
+    size = _gib_label(mem_mib << 20)
+    return BenchInput(f"real {size} ({method})", vmcore.path, "real", _memory_bytes(vmcore.path),
+                      vmcore.path.stat().st_size, exercises)
+
+
+def synthetic_input(memory_bytes: int, content_source: Path, cache_dir: Path = CACHE_DIR) -> BenchInput:
+    """A sparse synthetic vmcore of ``memory_bytes`` (one PT_LOAD), built once and cached."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / f"synthetic-{memory_bytes >> 20}M.vmcore"
+    stamp = path.with_suffix(".json")
+    wanted = {"version": SYNTHETIC_VERSION, "memory_bytes": memory_bytes, "content_source": str(content_source)}
+    if not (path.exists() and stamp.exists() and json.loads(stamp.read_text()) == wanted):
+        stamp.unlink(missing_ok=True)
+        _write_synthetic(path, memory_bytes, list(_nonzero_pages(content_source, CONTENT_POOL_PAGES)))
+        stamp.write_text(json.dumps(wanted) + "\n")
+    exercises = (f"synthetic, one PT_LOAD, {CONTENT_PAGES} pages of real memory every {PERIOD_PAGES}, the "
+                 "rest file holes; no VMCOREINFO, so every dump level is the zero/copy path only")
+    return BenchInput(f"synthetic {_gib_label(memory_bytes)}", path, "synthetic", memory_bytes,
+                      path.stat().st_size, exercises)
+
+
+def _write_synthetic(path: Path, memory_bytes: int, pool: list[bytes]) -> None:
+    """ELF header, PT_NOTE (NT_PRSTATUS of 2 CPUs), one PT_LOAD at physical 0; data written
+    with seek + write so the zero pages stay holes and the file takes ~1/16 of its size."""
+    notes = build_notes(nr_cpus=2, vmcoreinfo=None)
+    notes_offset = elf.ELF64_EHDR.size + 2 * elf.ELF64_PHDR.size
+    data_offset = -(-(notes_offset + len(notes)) // PAGE_SIZE) * PAGE_SIZE
+    ehdr = elf.ELF64_EHDR.build(
+        e_ident=elf.ELF_MAGIC + bytes([elf.ELFCLASS64, elf.ELFDATA2LSB, 1]) + bytes(9),
+        e_type=elf.ET_CORE, e_machine=elf.EM_X86_64, e_version=1, e_entry=0, e_phoff=elf.ELF64_EHDR.size,
+        e_shoff=0, e_flags=0, e_ehsize=elf.ELF64_EHDR.size, e_phentsize=elf.ELF64_PHDR.size, e_phnum=2,
+        e_shentsize=0, e_shnum=0, e_shstrndx=0)
+    note_phdr = elf.ELF64_PHDR.build(p_type=elf.PT_NOTE, p_flags=0, p_offset=notes_offset, p_vaddr=0,
+                                     p_paddr=0, p_filesz=len(notes), p_memsz=len(notes), p_align=0)
+    load_phdr = elf.ELF64_PHDR.build(p_type=elf.PT_LOAD, p_flags=7, p_offset=data_offset,
+                                     p_vaddr=0xffff888000000000, p_paddr=0, p_filesz=memory_bytes,
+                                     p_memsz=memory_bytes, p_align=0)
+    partial = path.with_suffix(".partial")
+    with open(partial, "wb") as f:
+        f.write(ehdr + note_phdr + load_phdr + notes)
+        f.truncate(data_offset + memory_bytes)
+        next_page = 0
+        for first in range(0, memory_bytes // PAGE_SIZE, PERIOD_PAGES):
+            run = b"".join(pool[(next_page + k) % len(pool)] for k in range(CONTENT_PAGES))
+            next_page += CONTENT_PAGES
+            f.seek(data_offset + first * PAGE_SIZE)
+            f.write(run)
+    partial.rename(path)
+
+
+def _nonzero_pages(vmcore_path: Path, limit: int) -> Iterator[bytes]:
+    """Up to ``limit`` non-zero pages of a real vmcore, in file order."""
+    zero_page = bytes(PAGE_SIZE)
+    found = 0
+    with open(vmcore_path, "rb") as f:
+        f.seek(_first_load_offset(vmcore_path))
+        while found < limit and (chunk := f.read(256 * PAGE_SIZE)):
+            for start in range(0, len(chunk) - PAGE_SIZE + 1, PAGE_SIZE):
+                page = chunk[start:start + PAGE_SIZE]
+                if page != zero_page:
+                    found += 1
+                    yield page
+                    if found == limit:
+                        return
+
+
+def _first_load_offset(vmcore_path: Path) -> int:
+    with Vmcore(str(vmcore_path)) as vmcore:
+        return min(segment.offset for segment in vmcore.segments)
+
+
+def _memory_bytes(vmcore_path: Path) -> int:
+    with Vmcore(str(vmcore_path)) as vmcore:
+        return sum(segment.memsz for segment in vmcore.segments)
+
+
+def _gib_label(size: int) -> str:
+    return f"{size / GIB:g} GiB" if size >= GIB else f"{size >> 20} MiB"
+
+
+def free_bytes(path: Path) -> int:
+    stat = os.statvfs(path)
+    return stat.f_bavail * stat.f_frsize

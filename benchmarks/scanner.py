@@ -1,0 +1,96 @@
+"""Page scanner micro-benchmark: the compiled _fastcopy against its pure-Python twin, in process.
+
+Two hot loops on a real vmcore: PageClassifier.dumpable_bitmap over every window (-d 31:
+struct pages read a section at a time, then classify_pages), and find_zero_pages over every
+page of every PT_LOAD, 1024 pages per call as the page pipeline batches them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Iterator
+
+from collector import _fastcopy, _fastcopy_py, fastcopy
+from collector.classify import PageClassifier
+from collector.pipeline import BATCH_PAGES
+from collector.vmcore import Vmcore
+
+SCANNER_FUNCTIONS = ("gather_pages", "find_zero_pages", "count_bits", "bit_runs", "classify_pages")
+
+
+@dataclass(frozen=True)
+class ScannerResult:
+    task: str
+    pages: int
+    compiled_seconds: float
+    pure_seconds: float
+
+    @property
+    def speedup(self) -> float:
+        return self.pure_seconds / self.compiled_seconds
+
+
+@contextlib.contextmanager
+def scanner(impl: ModuleType) -> Iterator[None]:
+    """Make collector.fastcopy (which PageClassifier calls through) use ``impl`` for a while."""
+    saved = {name: getattr(fastcopy, name) for name in SCANNER_FUNCTIONS}
+    try:
+        for name in SCANNER_FUNCTIONS:
+            setattr(fastcopy, name, getattr(impl, name))
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(fastcopy, name, function)
+
+
+def time_dumpable_bitmaps(vmcore_path: Path, impl: ModuleType, best_of: int) -> tuple[float, int]:
+    """Best seconds of building every -d 31 bitmap window, and the pages classified."""
+    best = float("inf")
+    with Vmcore(str(vmcore_path)) as vmcore, scanner(impl):
+        classifier = PageClassifier(vmcore, 31, lambda message: None)
+        windows = classifier.windows()
+        for _ in range(best_of):
+            started = time.perf_counter()
+            for start, end in windows:
+                classifier.dumpable_bitmap(start, end)
+            best = min(best, time.perf_counter() - started)
+    return best, sum(end - start for start, end in windows)
+
+
+def time_find_zero_pages(vmcore_path: Path, impl: ModuleType, best_of: int) -> tuple[float, int]:
+    """Best seconds spent inside find_zero_pages over every whole page of every PT_LOAD, and the
+    page count. Only the call is timed: reading the file is the same for both twins."""
+    with Vmcore(str(vmcore_path)) as vmcore:
+        page_size = vmcore.page_size
+        pieces = [(segment.offset + offset, min(BATCH_PAGES * page_size, segment.filesz - offset) // page_size)
+                  for segment in vmcore.segments
+                  for offset in range(0, segment.filesz - segment.filesz % page_size, BATCH_PAGES * page_size)]
+    buffer = bytearray(BATCH_PAGES * page_size)
+    flags = bytearray(BATCH_PAGES)
+    best = float("inf")
+    with open(vmcore_path, "rb", buffering=0) as f:
+        for _ in range(best_of):
+            seconds = 0.0
+            for file_offset, npages in pieces:
+                view = memoryview(buffer)[:npages * page_size]
+                f.seek(file_offset)
+                f.readinto(view)
+                started = time.perf_counter()
+                impl.find_zero_pages(view, npages, page_size, flags)
+                seconds += time.perf_counter() - started
+            best = min(best, seconds)
+    return best, sum(npages for _, npages in pieces)
+
+
+def run_scanner_benchmark(vmcore_path: Path, best_of: int) -> list[ScannerResult]:
+    results = []
+    for task, timer in (("dumpable_bitmap -d 31, all windows", time_dumpable_bitmaps),
+                        ("find_zero_pages, all pages", time_find_zero_pages)):
+        compiled_seconds, pages = timer(vmcore_path, _fastcopy, best_of)
+        pure_seconds, _ = timer(vmcore_path, _fastcopy_py, best_of)
+        results.append(ScannerResult(task, pages, compiled_seconds, pure_seconds))
+    return results

@@ -1,0 +1,30 @@
+"""The benchmark suite still runs: `python -m benchmarks.run --quick` writes a row per contender
+and the plot. It needs the test bed's real 512 MiB vmcore, and matplotlib (the "bench" extra)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks.contenders import all_contenders
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.realkernel
+
+
+def test_quick_benchmark_writes_every_row_and_the_plot(tmp_path):
+    pytest.importorskip("matplotlib", reason="matplotlib is in the bench extra")
+    out = tmp_path / "results"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--out", str(out)], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = (out / "RESULTS.md").read_text()
+    rows = [line for line in results.splitlines() if line.startswith("| ")]
+    for contender in (c for c in all_contenders([]) if c.in_quick):
+        for input_name in ("synthetic 256 MiB", "real 512 MiB (kdump)"):
+            assert any(row.startswith(f"| {input_name} | {contender.name} |") for row in rows), \
+                f"no row for {contender.name} on {input_name}"
+    assert "## Targets" in results
+    assert (out / "throughput_rss.png").stat().st_size > 0
