@@ -165,6 +165,11 @@ def write_kdump(sink: Sink, vmcore: Vmcore, classifier: PageClassifier, compress
         for start, end in classifier.windows():
             dumpable = classifier.dumpable_bitmap(start, end)
             for batch in reader.batches(start, end, dumpable):
+                result.counts.zero += batch.nzero
+                if batch.nzero == batch.count:  # all zeros (common in idle RAM): no per-page work
+                    writer.add_shared(zero_desc, batch.count)
+                    progress.update(writer.pages)
+                    continue
                 stored = [i for i in range(batch.count) if not batch.zero[i]] if batch.nzero else list(range(batch.count))
                 frames = iter(compressor.compress(batch.data, ps, stored))
                 for i in range(batch.count):
@@ -176,7 +181,6 @@ def write_kdump(sink: Sink, vmcore: Vmcore, classifier: PageClassifier, compress
                         writer.add(frame, compressor.page_flag)
                     else:
                         writer.add(batch.data[i * ps:(i + 1) * ps], 0)
-                result.counts.zero += batch.nzero
                 progress.update(writer.pages)
         writer.flush()
     except OSError as e:
@@ -217,9 +221,10 @@ class _PageDataWriter:
         if len(self.data) >= FLUSH_BYTES:
             self.flush()
 
-    def add_shared(self, desc: bytes) -> None:
-        self.descs += desc
-        self.pages += 1
+    def add_shared(self, desc: bytes, count: int = 1) -> None:
+        """``count`` pages that all point at the one stored zero page."""
+        self.descs += desc * count
+        self.pages += count
         if len(self.descs) >= FLUSH_BYTES // 16:
             self.flush()
 
