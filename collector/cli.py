@@ -37,44 +37,63 @@ class _Parser(argparse.ArgumentParser):
         raise CollectorError(f"{message} (see --help)")
 
 
+# Written by hand to fit an 80x24 console (a capture kernel's emergency shell has no pager);
+# tests/test_cli.py checks that every option is here.
+HELP = f"""\
+usage: vmcore-save [options] [VMCORE [DEST]]
+Save VMCORE [{DEFAULT_VMCORE}] and its kernel log to DEST/<host>-<date>/.
+DEST: a directory [{DEFAULT_DEST}], nfs://server/export/dir, ssh://user@host/dir.
+No arguments and {CONFIG_PATH} present: the configured job.
+  -o, --output FILE      exactly one dump file (- = stdout, --format flat only)
+  -d, --dump-level N     1 zero 2 cache 4 cache+private 8 user 16 free [31]
+  --compress ALG         zstd | zlib (crash without zstd) | none [zstd]
+  --level N              compression level [1, as makedumpfile]
+  --format FMT           kdump | elf (gdb) | flat (pipes) [kdump]
+  --threads N            compression threads [1]
+  -q, --quiet            no progress lines, no summary
+  --info FILE            describe a vmcore or a dump
+  --dmesg FILE           print the kernel log of a vmcore or a kdump dump
+  --dmesg-only           save only {LOG_NAME} into DEST
+  --fallback DEST        next destination if DEST fails (repeatable)
+  --keep-dumps N         keep at most N dumps in DEST, this one included
+  --min-free SIZE        drop old dumps, stop early, to keep SIZE (2G) free
+  --ssh-key FILE         SSH private key
+  --known-hosts FILE     known_hosts that must hold the server's host key
+  --ssh-insecure-accept-host-key   accept an unknown host key (warns)
+  --ssh-retries N        reconnect attempts when the link drops [5]
+  -h, --help             this text
+Exit: 0 saved, 1 failed, 2 bad input, 3 saved incomplete but readable.
+"""
+
+
+class _HelpAction(argparse.Action):
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        sys.stdout.write(HELP)
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROGRAM, usage="%(prog)s [options] [VMCORE [DEST]]",
-                description="Save a vmcore as a kdump-compressed dump "
-                "(DEST/<host>-<date>/vmcore) or, with --output, as one file. With no arguments "
-                f"and {CONFIG_PATH} present: the configured job (targets, hooks).")
-    p.add_argument("vmcore", nargs="?", default=DEFAULT_VMCORE, metavar="VMCORE",
-                   help=f"ELF vmcore to read (default {DEFAULT_VMCORE})")
-    p.add_argument("dest", nargs="?", default=DEFAULT_DEST, metavar="DEST",
-                   help=f"directory for dump directories, or nfs://server[:port]/export/path to mount "
-                        f"(NFSv4.2, else v3) and use (default {DEFAULT_DEST})")
-    p.add_argument("-o", "--output", metavar="FILE", help="write exactly one dump file (- = stdout, flat only)")
-    p.add_argument("-d", "--dump-level", type=int, default=31, metavar="N",
-                   help="makedumpfile dump level 0-31: 1 zero, 2 cache, 4 cache+private, 8 user, 16 free (default 31)")
-    p.add_argument("--compress", choices=("zstd", "zlib", "none"), default="zstd",
-                   help="page compression (default zstd; zlib for crash builds without zstd)")
-    p.add_argument("--level", type=int, metavar="N", help="compression level (default 1, as makedumpfile)")
-    p.add_argument("--format", choices=("kdump", "elf", "flat"), default="kdump",
-                   help="kdump-compressed (default), ELF core (gdb), or flattened stream (pipes)")
-    p.add_argument("--threads", type=int, default=1, metavar="N", help="compression threads (default 1)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines and no summary")
-    p.add_argument("--info", metavar="FILE", help="describe a vmcore or a dump and exit")
-    p.add_argument("--dmesg", metavar="FILE", help="print the kernel log of a vmcore or a kdump dump and exit")
-    p.add_argument("--dmesg-only", action="store_true",
-                   help=f"save only the kernel log ({LOG_NAME}) in the dump directory, no dump")
-    p.add_argument("--fallback", action="append", default=[], metavar="DEST",
-                   help="where to go if DEST cannot be reached or written (repeatable, tried in order)")
-    p.add_argument("--keep-dumps", type=int, metavar="N",
-                   help="local/NFS DEST: remove the oldest dumps so that at most N remain, this one included")
-    p.add_argument("--min-free", type=parse_size, default=0, metavar="SIZE",
-                   help="local/NFS DEST: remove old dumps to leave SIZE (e.g. 2G) free, and stop the dump "
-                        "(incomplete) rather than go below it")
-    ssh = p.add_argument_group("SSH destinations", "DEST (or --fallback) ssh://user@host[:port]/absolute/path")
-    ssh.add_argument("--ssh-key", metavar="FILE", help="private key to log in with")
-    ssh.add_argument("--known-hosts", metavar="FILE", help="known_hosts file that must hold the server's host key")
-    ssh.add_argument("--ssh-insecure-accept-host-key", action="store_true",
-                     help="accept a host key that is not in --known-hosts (with a warning); never a changed one")
-    ssh.add_argument("--ssh-retries", type=int, default=5, metavar="N",
-                     help="reconnect attempts in a row when the link drops, waiting longer each time (default 5)")
+    p = _Parser(prog=PROGRAM, add_help=False)
+    p.add_argument("-h", "--help", action=_HelpAction, nargs=0)
+    p.add_argument("vmcore", nargs="?", default=DEFAULT_VMCORE)
+    p.add_argument("dest", nargs="?", default=DEFAULT_DEST)
+    p.add_argument("-o", "--output")
+    p.add_argument("-d", "--dump-level", type=int, default=31)
+    p.add_argument("--compress", choices=("zstd", "zlib", "none"), default="zstd")
+    p.add_argument("--level", type=int)
+    p.add_argument("--format", choices=("kdump", "elf", "flat"), default="kdump")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--info")
+    p.add_argument("--dmesg")
+    p.add_argument("--dmesg-only", action="store_true")
+    p.add_argument("--fallback", action="append", default=[])
+    p.add_argument("--keep-dumps", type=int)
+    p.add_argument("--min-free", type=parse_size, default=0)
+    p.add_argument("--ssh-key")
+    p.add_argument("--known-hosts")
+    p.add_argument("--ssh-insecure-accept-host-key", action="store_true")
+    p.add_argument("--ssh-retries", type=int, default=5)
     return p
 
 

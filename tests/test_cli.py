@@ -113,3 +113,14 @@ def test_vmcore_rearrange_command(tmp_path, vmcore):
                            "sys.exit(rearrange_main())", str(tmp_path / "cut.flat"), str(tmp_path / "r2")],
                           capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert proc.returncode == 2 and "cut short" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_help_fits_an_80x24_console_and_names_every_option():
+    from collector.cli import HELP, build_parser
+
+    proc = run_save("--help")
+    assert proc.returncode == 0 and proc.stdout == HELP
+    lines = HELP.splitlines()
+    assert len(lines) <= 23 and max(map(len, lines)) <= 79
+    options = {opt for action in build_parser()._actions for opt in action.option_strings}
+    assert options and all(opt in HELP for opt in options), sorted(o for o in options if o not in HELP)
