@@ -124,3 +124,14 @@ def test_help_fits_an_80x24_console_and_names_every_option():
     assert len(lines) <= 23 and max(map(len, lines)) <= 79
     options = {opt for action in build_parser()._actions for opt in action.option_strings}
     assert options and all(opt in HELP for opt in options), sorted(o for o in options if o not in HELP)
+
+
+def test_compression_threads_do_not_change_the_dump(tmp_path, vmcore):
+    path, _ = vmcore
+    for compress in ("zstd", "zlib"):
+        outputs = []
+        for threads in ("1", "2"):
+            out = tmp_path / f"{compress}-{threads}"
+            run_save(str(path), "--output", str(out), "--compress", compress, "--threads", threads, check=True)
+            outputs.append(out.read_bytes())
+        assert outputs[0] == outputs[1], compress
