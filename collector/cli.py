@@ -354,17 +354,20 @@ def describe(path: str) -> str:
         return f"{path}: flattened kdump stream: run vmcore-rearrange {path} OUT to get the kdump file"
     if head.startswith(b"KDUMP"):
         dump = KdumpFile.open(path)
-        h = dump.header
-        release, machine = (name.split(b"\0", 1)[0].decode(errors="replace") for name in (h.release, h.machine))
-        present = sum(bin(b).count("1") for b in dump.present)
-        return "\n".join([
-            f"{path}: kdump-compressed dump, header version {h.header_version}",
-            f"  kernel: {release} ({machine}), "
-            f"{h.nr_cpus} CPU(s), page size {dump.page_size}",
-            f"  dump level {dump.sub_header.dump_level}, compression {dump.compression}",
-            f"  pages: {present} present, {dump.ndump} dumped, max pfn {dump.max_mapnr:#x}",
-            f"  {'complete' if dump.complete else 'INCOMPLETE (cut short: some pages are missing)'}",
-        ])
+        try:
+            h = dump.header
+            release, machine = (name.split(b"\0", 1)[0].decode(errors="replace") for name in (h.release, h.machine))
+            present = fastcopy.count_bits(dump.present, 0, dump.max_mapnr)
+            return "\n".join([
+                f"{path}: kdump-compressed dump, header version {h.header_version}",
+                f"  kernel: {release} ({machine}), "
+                f"{h.nr_cpus} CPU(s), page size {dump.page_size}",
+                f"  dump level {dump.sub_header.dump_level}, compression {dump.compression}",
+                f"  pages: {present} present, {dump.ndump} dumped, max pfn {dump.max_mapnr:#x}",
+                f"  {'complete' if dump.complete else 'INCOMPLETE (cut short: some pages are missing)'}",
+            ])
+        finally:
+            dump.close()
     with Vmcore(path) as vmcore:
         lines = [f"{path}: ELF vmcore ({vmcore.machine})",
                  f"  kernel: {vmcore.osrelease or 'unknown (no VMCOREINFO)'}, {vmcore.nr_cpus} CPU(s), "

@@ -11,6 +11,7 @@ File layout, in blocks of block_size (= page size):
 from __future__ import annotations
 
 import errno
+import os
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -250,6 +251,7 @@ class KdumpFile:
 
     def __init__(self, read_at: Callable[[int, int], bytes]) -> None:
         self._read_at = read_at
+        self._release: Callable[[], None] = lambda: None  # open() sets it to close its file
         self.header = DISK_DUMP_HEADER.parse(read_at(0, DISK_DUMP_HEADER.size))
         if self.header.signature != SIGNATURE:
             raise InputError("not a kdump-compressed file (no KDUMP signature)")
@@ -276,13 +278,25 @@ class KdumpFile:
 
     @classmethod
     def open(cls, path: str) -> "KdumpFile":
-        handle = open(path, "rb")
+        """A kdump file on disk; close() releases it."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as e:
+            raise InputError(f"cannot open {path}: {e.strerror}") from None
 
         def read_at(offset: int, length: int) -> bytes:
-            handle.seek(offset)
-            return handle.read(length).ljust(length, b"\0")  # holes past EOF read as zeros
+            return os.pread(fd, length, offset).ljust(length, b"\0")  # holes past EOF read as zeros
 
-        return cls(read_at)
+        try:
+            dump = cls(read_at)
+        except BaseException:
+            os.close(fd)
+            raise
+        dump._release = lambda: os.close(fd)
+        return dump
+
+    def close(self) -> None:
+        self._release()
 
     @property
     def complete(self) -> bool:

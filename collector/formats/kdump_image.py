@@ -6,7 +6,6 @@ phys_base from the sub-header, physical memory page by page through KdumpFile.re
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 
 from .. import elf
@@ -70,15 +69,7 @@ class KdumpImage:
     segments: tuple[Segment, ...] = ()
 
     def __init__(self, path: str) -> None:
-        try:
-            self._fd = os.open(path, os.O_RDONLY)
-        except OSError as e:
-            raise InputError(f"cannot open {path}: {e.strerror}") from None
-        try:
-            self.dump = KdumpFile(self._read_at)
-        except BaseException:
-            os.close(self._fd)
-            raise
+        self.dump = KdumpFile.open(path)
         self.path = path
         self.page_size = self.dump.page_size
         self.vmcoreinfo: VmcoreInfo | None = None
@@ -93,12 +84,8 @@ class KdumpImage:
         self.phys_base = raw_phys_base - (1 << 64) if raw_phys_base >= 1 << 63 else raw_phys_base
         self.memory = KdumpPhysicalMemory(self.dump, path)
 
-    def _read_at(self, offset: int, length: int) -> bytes:
-        data = os.pread(self._fd, length, offset)
-        return data.ljust(length, b"\0")  # holes past EOF read as zeros, as KdumpFile.open does
-
     def close(self) -> None:
-        os.close(self._fd)
+        self.dump.close()
 
     def __enter__(self) -> "KdumpImage":
         return self
