@@ -280,19 +280,20 @@ class KdumpFile:
     def open(cls, path: str) -> "KdumpFile":
         """A kdump file on disk; close() releases it."""
         try:
-            fd = os.open(path, os.O_RDONLY)
+            # A file object, not a bare fd: a dump dropped without close() still releases it.
+            file = open(path, "rb", buffering=0)
         except OSError as e:
             raise InputError(f"cannot open {path}: {e.strerror}") from None
 
         def read_at(offset: int, length: int) -> bytes:
-            return os.pread(fd, length, offset).ljust(length, b"\0")  # holes past EOF read as zeros
+            return os.pread(file.fileno(), length, offset).ljust(length, b"\0")  # holes past EOF read as zeros
 
         try:
             dump = cls(read_at)
         except BaseException:
-            os.close(fd)
+            file.close()
             raise
-        dump._release = lambda: os.close(fd)
+        dump._release = file.close
         return dump
 
     def close(self) -> None:
