@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 
+from collector.pipeline import BATCH_PAGES
 from tests.conftest import run_save
 from tests.dumpcheck import check_kdump
 from tests.vmcore_factory import OSRELEASE, PAGE_SIZE, SegmentSpec, build_vmcore, expected_memory, vmcoreinfo_text
@@ -126,8 +127,14 @@ def test_help_fits_an_80x24_console_and_names_every_option():
     assert options and all(opt in HELP for opt in options), sorted(o for o in options if o not in HELP)
 
 
-def test_compression_threads_do_not_change_the_dump(tmp_path, vmcore):
-    path, _ = vmcore
+def test_compression_threads_do_not_change_the_dump(tmp_path):
+    # Several batches, so that with threads one batch is compressed while the next is read into
+    # the other buffer; zero pages and all-zero stretches mixed in, as in real memory.
+    pages = [os.urandom(PAGE_SIZE // 2) * 2 if i % 7 else bytes(PAGE_SIZE) for i in range(BATCH_PAGES * 3 + 100)]
+    pages[BATCH_PAGES:2 * BATCH_PAGES] = [bytes(PAGE_SIZE)] * BATCH_PAGES
+    segments = [SegmentSpec(0x100000, b"".join(pages))]
+    path = tmp_path / "vmcore"
+    path.write_bytes(build_vmcore(segments, vmcoreinfo_text()))
     for compress in ("zstd", "zlib"):
         outputs = []
         for threads in ("1", "2"):
@@ -135,3 +142,4 @@ def test_compression_threads_do_not_change_the_dump(tmp_path, vmcore):
             run_save(str(path), "--output", str(out), "--compress", compress, "--threads", threads, check=True)
             outputs.append(out.read_bytes())
         assert outputs[0] == outputs[1], compress
+    check_kdump(str(out), expected_memory(segments), PAGE_SIZE)

@@ -160,19 +160,18 @@ def write_kdump(sink: Sink, vmcore: Vmcore, classifier: PageClassifier, compress
 
     started = time.monotonic()
     writer = _PageDataWriter(sink, layout.descs_offset, data_offset)
-    reader = PageReader(vmcore.memory, detect_zero=bool(dump_level & DL_ZERO))
+    reader = PageReader(vmcore.memory, detect_zero=bool(dump_level & DL_ZERO), buffers=compressor.reader_buffers)
     progress.start("pages", ndump, ps)
     try:
         for start, end in classifier.windows():
             dumpable = classifier.dumpable_bitmap(start, end)
-            for batch in reader.batches(start, end, dumpable):
+            for batch, compressed in compressor.compressed_batches(reader.batches(start, end, dumpable), ps):
                 result.counts.zero += batch.nzero
                 if batch.nzero == batch.count:  # all zeros (common in idle RAM): no per-page work
                     writer.add_shared(zero_desc, batch.count)
                     progress.update(writer.pages)
                     continue
-                stored = [i for i in range(batch.count) if not batch.zero[i]] if batch.nzero else list(range(batch.count))
-                frames = iter(compressor.compress(batch.data, ps, stored))
+                frames = iter(compressed)
                 for i in range(batch.count):
                     if batch.nzero and batch.zero[i]:
                         writer.add_shared(zero_desc)
