@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Protocol, Sequence
 
 from .elf import EM_X86_64
-from .vmcore import X86_64_START_KERNEL_MAP, Segment
+from .vmcore import X86_64_START_KERNEL_MAP, Segment, kernel_image_paddr
 from .vmcoreinfo import VmcoreInfo
 
 PTE_PRESENT = 0x1
@@ -60,7 +60,7 @@ class KernelMemory:
         if top is None:
             raise TranslationError("VMCOREINFO has no SYMBOL(init_top_pgt)")
         self.memory = vmcore.memory
-        self.top_table = top - X86_64_START_KERNEL_MAP + vmcore.phys_base
+        self.top_table = kernel_image_paddr(top, vmcore.phys_base)
         # 5-level paging (CONFIG_X86_5LEVEL, Linux 4.14+); VMCOREINFO reports it since 4.17.
         self.levels = 5 if info.numbers.get("pgtable_l5_enabled", 0) == 1 else 4
         # AMD SME sets the encryption bit in page table entries (Linux 4.14+).

@@ -22,6 +22,11 @@ MAP_WINDOW_BYTES = 8 << 20
 X86_64_START_KERNEL_MAP = 0xFFFFFFFF80000000
 
 
+def kernel_image_paddr(vaddr: int, phys_base: int) -> int:
+    """Physical address of an x86_64 kernel-image address (text, data: what SYMBOL() names)."""
+    return vaddr - X86_64_START_KERNEL_MAP + phys_base
+
+
 @dataclass(frozen=True)
 class Segment:
     """One PT_LOAD: ``filesz`` bytes at file ``offset`` hold physical memory from ``paddr``."""
@@ -257,7 +262,7 @@ class Vmcore:
         if self.e_machine == elf.EM_X86_64:
             for seg in self.segments:
                 if seg.vaddr >= X86_64_START_KERNEL_MAP:
-                    return seg.paddr - (seg.vaddr - X86_64_START_KERNEL_MAP)
+                    return seg.paddr - kernel_image_paddr(seg.vaddr, 0)
         return 0
 
     def kernel_symbol_paddr(self, name: str) -> int | None:
@@ -267,7 +272,7 @@ class Vmcore:
         vaddr = self.vmcoreinfo.symbols.get(name)
         if vaddr is None or vaddr < X86_64_START_KERNEL_MAP:
             return None
-        return vaddr - X86_64_START_KERNEL_MAP + self.phys_base
+        return kernel_image_paddr(vaddr, self.phys_base)
 
     def utsname(self) -> dict[str, str]:
         """The crashed kernel's utsname (init_uts_ns), or what VMCOREINFO and ELF tell."""
