@@ -7,7 +7,9 @@ from pathlib import Path
 
 from .inputs import GIB, BenchInput
 from .measure import Measurement
+from .capture_env import CaptureFigures
 from .scanner import ScannerResult
+from .ssh_throughput import SSH_TARGET_PERCENT, SshFigures
 
 MIB = 1 << 20
 RSS_LIMIT_BYTES = 64 * MIB
@@ -38,7 +40,8 @@ def find(measurements: list[Measurement], bench_input: BenchInput, contender_nam
 
 
 def write_report(out_dir: Path, context: Context, inputs: list[BenchInput], measurements: list[Measurement],
-                 scanner_results: list[ScannerResult]) -> Path:
+                 scanner_results: list[ScannerResult], ssh: SshFigures | None = None,
+                 capture: CaptureFigures | None = None) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     plotted = write_plot(out_dir / PLOT_NAME, inputs, measurements)
     lines = [f"# {context.title}", "", *context.machine, "", "Versions:", "", *context.versions, "",
@@ -67,7 +70,28 @@ def write_report(out_dir: Path, context: Context, inputs: list[BenchInput], meas
                   "| task | pages | compiled s | pure s | speed-up |", "|---|---:|---:|---:|---:|"]
         lines += [f"| {r.task} | {r.pages} | {r.compiled_seconds:.4f} | {r.pure_seconds:.3f} | {r.speedup:.1f}x |"
                   for r in scanner_results]
-    lines += ["", "## Targets", "", *_targets(inputs, measurements, scanner_results)]
+    if ssh:
+        lines += ["", "## SSH target throughput", "",
+                  f"{ssh.mib} MiB of random bytes to a throw-away sshd on 127.0.0.1, cipher {ssh.cipher}; best of the "
+                  "runs; each time includes connecting and authenticating. The kdump pattern follows each 1 MiB of data with a small write further back (page "
+                  "descriptors), which waits for the data's acknowledgements, as the kdump writer does.", "",
+                  "| sender | MB/s | of ssh cat |", "|---|---:|---:|",
+                  f"| ssh host 'cat > FILE' (OpenSSH client) | {ssh.ssh_cat_mb_s:.1f} | 100% |"]
+        lines += [f"| {name} | {rate:.1f} | {100 * rate / ssh.ssh_cat_mb_s:.0f}% |"
+                  for name, rate in (("SshTarget, sequential 1 MiB writes", ssh.sequential_mb_s),
+                                     ("SshTarget, kdump pattern", ssh.kdump_pattern_mb_s))]
+    if capture:
+        memory = capture.memory_mib
+        lines += ["", "## Capture environment", "",
+                  f"One automatic capture in QEMU (TCG): Debian {capture.kernel}, {capture.guest_mib} MiB guest, "
+                  f"crashkernel={capture.crashkernel_mib}M, disk target; figures from the capture job's own "
+                  "memory line.", "",
+                  "| initramfs | capture kernel MemTotal | MemAvailable after the dump | initramfs and tmpfs | "
+                  "collector peak RSS | crash to power-off |", "|---:|---:|---:|---:|---:|---:|",
+                  f"| {capture.image_bytes / MIB:.1f} MiB | {memory['total']} MiB | {memory['available']} MiB | "
+                  f"{memory['initramfs_and_tmpfs']} MiB | {memory['collector_peak_rss']} MiB | "
+                  f"{capture.crash_to_poweroff:.1f} s |"]
+    lines += ["", "## Targets", "", *_targets(inputs, measurements, scanner_results, ssh)]
     if plotted:
         lines += ["", f"![throughput and peak RSS against vmcore size]({PLOT_NAME})"]
     if context.notes:
@@ -111,7 +135,7 @@ def _pair_rows(inputs: list[BenchInput], measurements: list[Measurement]) -> lis
 
 
 def _targets(inputs: list[BenchInput], measurements: list[Measurement],
-             scanner_results: list[ScannerResult]) -> list[str]:
+             scanner_results: list[ScannerResult], ssh: SshFigures | None) -> list[str]:
     lines = []
     for i in inputs:
         t1 = find(measurements, i, "vmcore-save -d 31 zstd t1")
@@ -141,6 +165,11 @@ def _targets(inputs: list[BenchInput], measurements: list[Measurement],
     for r in scanner_results:
         lines.append(f"- {_verdict(r.speedup >= SCANNER_TARGET_SPEEDUP)} Cython scanner ≥ 10x twin, {r.task}: "
                      f"{r.speedup:.1f}x")
+    if ssh:
+        for name, rate in (("sequential", ssh.sequential_mb_s), ("kdump pattern", ssh.kdump_pattern_mb_s)):
+            percent = 100 * rate / ssh.ssh_cat_mb_s
+            lines.append(f"- {_verdict(percent >= SSH_TARGET_PERCENT)} SshTarget ({name}) ≥ {SSH_TARGET_PERCENT}% of "
+                         f"ssh 'cat > FILE': {rate:.0f} vs {ssh.ssh_cat_mb_s:.0f} MB/s ({percent:.0f}%)")
     return lines or ["- nothing to judge (inputs or contenders missing)"]
 
 

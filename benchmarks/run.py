@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,11 +29,14 @@ from .contenders import (Contender, all_contenders, makedumpfile_version, makedu
                          supports_zstd)
 from .inputs import CACHE_DIR, CONTENT_PAGES, GIB, PERIOD_PAGES, BenchInput, free_bytes, real_input, synthetic_input
 from .measure import ContenderFailed, Measurement, run_once
+from .capture_env import run_capture_benchmark
 from .scanner import run_scanner_benchmark
+from .ssh_throughput import SshFigures, run_ssh_benchmark
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 SYNTHETIC_GIB = (1, 4, 16, 64)
 QUICK_SYNTHETIC_BYTES = 256 << 20
+SSH_MIB, SSH_QUICK_MIB = 256, 32
 # Free space kept on the cache's disk beyond a synthetic vmcore's non-zero pages.
 DISK_MARGIN_BYTES = 4 * GIB
 LIMITS_NOTE = (
@@ -83,12 +87,29 @@ def main(argv: list[str] | None = None) -> int:
     scanner_vmcore = next(i for i in reversed(inputs) if i.kind == "real" and "kdump" in i.name and i.file_bytes < 2 * GIB)
     _log(f"scanner micro-benchmark on {scanner_vmcore.name}")
     scanner_results = run_scanner_benchmark(scanner_vmcore.path, 1 if args.quick else 3)
+    ssh = _ssh_figures(args.quick, notes)
+    capture = None
+    if args.quick:
+        notes.append("Capture environment (initramfs size, capture-kernel memory): not measured with --quick "
+                     "(one QEMU crash, ~1 min; tests/test_e2e.py runs the same captures).")
+    else:
+        _log("capture environment: one automatic capture in QEMU")
+        capture = run_capture_benchmark()
     load_after = os.getloadavg()
     context.machine.append(f"- Load average (1, 5, 15 min): {_load(load_before)} at the start, "
                            f"{_load(load_after)} at the end (2 cores; other engineers' QEMU jobs share the machine)")
-    path = report.write_report(args.out, context, inputs, measurements, scanner_results)
+    path = report.write_report(args.out, context, inputs, measurements, scanner_results, ssh, capture)
     _log(f"wrote {path}")
     return 0
+
+
+def _ssh_figures(quick: bool, notes: list[str]) -> SshFigures | None:
+    if os.geteuid() != 0 or not shutil.which("sshd", path="/usr/sbin:/usr/bin"):
+        notes.append("SSH throughput: not measured (needs root and OpenSSH's sshd: ./dev setup)")
+        return None
+    mib, runs = (SSH_QUICK_MIB, 1) if quick else (SSH_MIB, 3)
+    _log(f"SSH throughput: {mib} MiB over loopback, best of {runs}")
+    return run_ssh_benchmark(mib, runs)
 
 
 def _inputs(quick: bool, cache: Path, max_synthetic_gib: int, notes: list[str]) -> list[BenchInput]:

@@ -1,5 +1,5 @@
-"""The benchmark suite still runs: `python -m benchmarks.run --quick` writes a row per contender
-and the plot. It needs the test bed's real 512 MiB vmcore, and matplotlib (the "bench" extra)."""
+"""The benchmark suite still runs: `python -m benchmarks.run --quick` writes a row per contender,
+the SSH throughput table and the plot. It needs the test bed's real 512 MiB vmcore, and matplotlib (the "bench" extra)."""
 
 from __future__ import annotations
 
@@ -27,4 +27,5 @@ def test_quick_benchmark_writes_every_row_and_the_plot(tmp_path):
             assert any(row.startswith(f"| {input_name} | {contender.name} |") for row in rows), \
                 f"no row for {contender.name} on {input_name}"
     assert "## Targets" in results
+    assert "| SshTarget, kdump pattern |" in results  # root and sshd are there (./dev setup)
     assert (out / "throughput_rss.png").stat().st_size > 0
