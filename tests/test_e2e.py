@@ -132,3 +132,27 @@ def test_unreachable_target_runs_failure_action(job: Path, kernel: assets.Kernel
     assert "Connection refused" in run.console
     assert "vmcore-collector: no complete dump saved; failure_action poweroff" in run.console
     assert "vmcore-collector: poweroff after" in run.console
+
+
+def test_failure_action_shell_lets_an_operator_save_by_hand(job: Path, kernel: assets.Kernel, dracut: str,
+                                                          tmp_path: Path) -> None:
+    # The configured target is unreachable (port 1: refused); failure_action = shell gives the
+    # operator the capture kernel's emergency shell, where vmcore-save saves by hand (here to
+    # the capture kernel's tmpfs).
+    key = tmp_path / "key"
+    public_key = keygen(key)
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"[{HOST_SEEN_FROM_GUEST}]:1 {public_key}\n")
+    image = build_image(f"target = ssh root@{HOST_SEEN_FROM_GUEST}:1 /var/crash\n"
+                        f"ssh_key = {key}\nknown_hosts = {known_hosts}\n"
+                        "final_action = poweroff\nfailure_action = shell\nwait_seconds = 20\n",
+                        job, kernel, dracut)
+    # The sleep lets the serial line drain: poweroff -f would cut the last lines of output.
+    typed = ('vmcore-save -d 31 /proc/vmcore /tmp/crash; echo "by hand: status $?"; '
+             "ls /tmp/crash/*/; sleep 2; poweroff -f\n")
+    run = crash_and_capture(job, kernel, image, f"VMCORE-E2E-MARKER {secrets.token_hex(8)}",
+                            emergency_shell_input=typed)
+    assert "vmcore-collector: no complete dump saved; failure_action shell" in run.console
+    assert "by hand: status 0" in run.console  # the typed line says "$?": only the shell's output matches
+    listing = run.console[run.console.index("by hand: status 0"):].splitlines()[1]  # ls of the dump dir
+    assert listing.split() == ["vmcore", "vmcore-dmesg.txt"]

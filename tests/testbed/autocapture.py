@@ -29,6 +29,7 @@ CRASHKERNEL_MIB = 192
 FIRST_APPEND = f"console=ttyS0 panic=1 rdinit=/init acpi=noirq crashkernel={CRASHKERNEL_MIB}M"
 GUEST_TIMEOUT = 300.0
 HOST_SEEN_FROM_GUEST = "10.0.2.2"  # QEMU user networking: the host's loopback
+EMERGENCY_SHELL_BANNER = "vmcore-collector: emergency shell;"  # initramfs/99vmcore-collector/capture-init.sh
 
 
 @dataclass
@@ -103,8 +104,11 @@ def build_image(config_text: str, job: Path, kernel: assets.Kernel, dracut: str)
 
 
 def crash_and_capture(job: Path, kernel: assets.Kernel, image: Path, marker: str,
-                      dump_disk: Path | None = None, netns: str | None = None) -> CrashRun:
-    """Boot the first guest, arm with our command, crash, and wait for the capture kernel to end."""
+                      dump_disk: Path | None = None, netns: str | None = None,
+                      emergency_shell_input: str | None = None) -> CrashRun:
+    """Boot the first guest, arm with our command, crash, and wait for the capture kernel to end;
+    ``emergency_shell_input`` is typed on the console once the capture kernel's emergency shell
+    is up (it must end the guest, e.g. with poweroff -f)."""
     shutil.copyfile(kernel.bzimage, job / "vmlinuz")
     settings = {
         "TESTBED_ACTION": "arm",
@@ -126,11 +130,14 @@ def crash_and_capture(job: Path, kernel: assets.Kernel, image: Path, marker: str
     config = CaptureGuestConfig(
         kernel=kernel.vmlinux, initramfs=kernel.first_initramfs, append=FIRST_APPEND, mem_mib=GUEST_MEM_MIB,
         shares=[Share("job", job, readonly=False), Share("hostroot", Path("/"), readonly=True)],
-        network=True, netns=netns, dump_disk=dump_disk)
+        network=True, netns=netns, dump_disk=dump_disk, console_input=emergency_shell_input is not None)
     console_log = job / "console.log"
     with Guest(config, console_log, GUEST_TIMEOUT) as guest:
         guest.wait_console("testbed: armed, crashing")
         crashed = time.monotonic()
+        if emergency_shell_input is not None:
+            guest.wait_console(EMERGENCY_SHELL_BANNER)
+            guest.type_on_console(emergency_shell_input)
         guest.wait_exit()
         elapsed = time.monotonic() - crashed
     console = read_console(console_log)

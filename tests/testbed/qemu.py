@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,13 +44,18 @@ class GuestConfig:
     # Run QEMU inside this network namespace (`ip netns`): 10.0.2.2 is then that namespace's
     # loopback, where test servers listen.
     netns: str | None = None
+    # The serial console also takes input (Guest.type_on_console), through a Unix socket; the
+    # console log is written as without it.
+    console_input: bool = False
 
     def argv(self, console_log: Path) -> list[str]:
         argv = [
             *(["ip", "netns", "exec", self.netns] if self.netns else []),
             "qemu-system-x86_64", "-accel", "tcg", "-smp", "1", "-m", str(self.mem_mib),
             "-nodefaults", "-display", "none", "-no-reboot",
-            "-serial", f"file:{console_log}",
+            *(["-chardev", f"socket,id=console,path={console_socket(console_log)},server=on,wait=off,"
+                f"logfile={console_log}", "-serial", "chardev:console"]
+              if self.console_input else ["-serial", f"file:{console_log}"]),
             "-kernel", str(self.kernel), "-initrd", str(self.initramfs), "-append", self.append,
         ]
         for share in self.shares:
@@ -63,6 +69,10 @@ class GuestConfig:
         if self.qmp_socket is not None:
             argv += ["-qmp", f"unix:{self.qmp_socket},server=on,wait=off", "-device", "vmcoreinfo"]
         return argv
+
+
+def console_socket(console_log: Path) -> Path:
+    return console_log.with_name("console.sock")
 
 
 def read_console(console_log: Path) -> str:
@@ -85,6 +95,7 @@ class Guest:
         self.console_log = console_log
         self.deadline = time.monotonic() + timeout
         self.qemu_log = console_log.with_name("qemu.log")
+        self._console: socket.socket | None = None
         with open(self.qemu_log, "wb") as qemu_output:
             self.process = subprocess.Popen(config.argv(console_log), stdin=subprocess.DEVNULL,
                                             stdout=qemu_output, stderr=subprocess.STDOUT)
@@ -96,6 +107,8 @@ class Guest:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
+        if self._console is not None:
+            self._console.close()
 
     def error(self, what: str) -> TestbedError:
         qemu_output = self.qemu_log.read_text(errors="replace").strip()
@@ -131,6 +144,18 @@ class Guest:
                 raise self.error(f"guest timed out waiting for {line!r}")
             time.sleep(0.2)
 
+    def type_on_console(self, text: str) -> None:
+        """Send ``text`` to the guest's serial console, as if typed (needs console_input)."""
+        assert self.config.console_input
+        if self._console is None:
+            # Kept open until the guest ends: QEMU may drop what it has not read at a disconnect.
+            # The console output also comes this way; it is read and dropped (the log has it),
+            # else the guest's serial output stalls once the socket's buffer is full.
+            self._console = socket.socket(socket.AF_UNIX)
+            self._console.connect(str(console_socket(self.console_log)))
+            threading.Thread(target=_drain, args=(self._console,), daemon=True).start()
+        self._console.sendall(text.encode())
+
     def dump_guest_memory(self, target: Path) -> None:
         """Stop the guest and write its memory as an ELF core via QMP, then quit QEMU."""
         assert self.config.qmp_socket is not None
@@ -152,6 +177,14 @@ class Guest:
             qmp.write(json.dumps({"execute": "quit"}) + "\n")
             qmp.flush()
         self.wait_exit()
+
+
+def _drain(sock: socket.socket) -> None:
+    try:
+        while sock.recv(1 << 16):
+            pass
+    except OSError:
+        pass  # closed by Guest.__exit__
 
 
 def _qmp_read_reply(qmp: TextIO, greeting: bool = False) -> dict[str, Any]:
