@@ -15,6 +15,7 @@ import os
 import time
 import zlib
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable
 
 from .. import fastcopy
@@ -324,19 +325,35 @@ class KdumpFile:
         return PAGE_DESC.parse(self._read_at(self.layout.descs_offset + index * PAGE_DESC.size, PAGE_DESC.size))
 
     def read_page(self, pfn: int) -> bytes | None:
-        """The page's bytes; None if the page is not in the dump (excluded or never written)."""
+        """The page's bytes; None if the page is not in the dump (excluded or never written).
+
+        In a dump cut short the last descriptor written may be only partly there (a write can
+        end at any byte): a size or flags that cannot be right, or data that does not
+        decompress to a page, means the page is missing, never that its bytes are wrong.
+        """
         if not self.is_dumpable(pfn):
             return None
         desc = self.page_desc(pfn)
         if desc.offset == 0:  # descriptor never written: dump was cut short
             return None
+        if desc.flags == 0:  # stored as is: exactly one page
+            return self._read_at(desc.offset, desc.size) if desc.size == self.page_size else None
+        if not 0 < desc.size < self.page_size:  # compressed pages are stored only when smaller
+            return None
         data = self._read_at(desc.offset, desc.size)
-        if desc.flags & PAGE_FLAGS["zstd"]:
+        if desc.flags == PAGE_FLAGS["zstd"]:
             import zstandard
 
-            return zstandard.ZstdDecompressor().decompress(data, max_output_size=self.page_size)
-        if desc.flags & PAGE_FLAGS["zlib"]:
-            return zlib.decompress(data)
-        if desc.flags:
+            decompress, damaged = (partial(zstandard.ZstdDecompressor().decompress, max_output_size=self.page_size),
+                                   zstandard.ZstdError)
+        elif desc.flags == PAGE_FLAGS["zlib"]:
+            decompress, damaged = zlib.decompress, zlib.error
+        else:
             raise InputError(f"page {pfn:#x}: compression flags {desc.flags:#x} not supported")
-        return data
+        try:
+            page = decompress(data)
+        except damaged as e:
+            if not self.complete:
+                return None
+            raise InputError(f"page {pfn:#x}: damaged compressed data ({e})") from None
+        return page if len(page) == self.page_size else None
