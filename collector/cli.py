@@ -15,7 +15,7 @@ from .classify import MAX_DUMP_LEVEL, PageClassifier
 from .config import CONFIG_PATH
 from .config import load as load_config
 from .dmesg import kernel_log, kernel_log_of_file
-from .errors import CollectorError, InputError
+from .errors import CollectorError, InputError, TargetUnreachable
 from .formats import flat
 from .formats.elfcore import write_elf
 from .formats.kdump import TARGET_FULL_ERRNOS, DumpResult, KdumpFile, write_kdump
@@ -158,30 +158,10 @@ def _save(argv: list[str]) -> int:
         log_text = None if args.output else _kernel_log_or_warn(vmcore)
         classifier = PageClassifier(vmcore, args.dump_level, progress.message)
         if args.output:
-            target: Target = LocalTarget(os.path.dirname(args.output) or ".")
+            result, path = _save_to(LocalTarget(os.path.dirname(args.output) or "."), None, vmcore, classifier,
+                                    args, progress, log_text)
         else:
-            target, directory = open_dump_dir([args.dest, *args.fallback], _dump_dir_name(vmcore),
-                                              _ssh_options(args), _notice, _retention(args))
-        try:
-            if args.output:
-                path, final_path = args.output, None
-            else:
-                if log_text is not None:
-                    _save_log_or_warn(target, directory, log_text)
-                if target.streams_only and args.format != "flat":
-                    args.format = "flat"
-                    _notice(f"{target.description} takes only a stream: writing the flattened format to "
-                            f"{directory}/vmcore.flat; make it a dump there with: vmcore-rearrange vmcore.flat vmcore")
-                name = "vmcore.flat" if args.format == "flat" else "vmcore"
-                path, final_path = os.path.join(directory, "vmcore-incomplete"), os.path.join(directory, name)
-            result = _write(vmcore, classifier, args, target, path, progress)
-            commit_started = time.monotonic()
-            if final_path and result.complete:
-                target.commit(path, final_path)
-                path = final_path
-            result.phases["commit"] = time.monotonic() - commit_started
-        finally:
-            target.close()
+            result, path = _save_with_fallbacks(vmcore, classifier, args, progress, log_text)
     if not args.quiet:
         _summary(result, path, args, time.monotonic() - started)
     if not result.readable:
@@ -193,6 +173,65 @@ def _save(argv: list[str]) -> int:
               "reported as such by crash and drgn", file=sys.stderr)
         return EXIT_INCOMPLETE
     return EXIT_OK
+
+
+def _save_with_fallbacks(vmcore: Vmcore, classifier: PageClassifier, args: argparse.Namespace,
+                         progress: LineProgress, log_text: str | None) -> tuple[DumpResult, str]:
+    """Save to DEST, or to the first --fallback that can be reached. A dump that its target cut
+    short (full, failing, server gone mid-dump) is saved again on the next destination, with one
+    line saying why: a kdump user expects never to lose a dump. The partial dump stays where it
+    is, readable and flagged incomplete; if no later destination does better, it is the result."""
+    dests, name, requested_format = [args.dest, *args.fallback], _dump_dir_name(vmcore), args.format
+    kept: tuple[DumpResult, str] | None = None  # (result, path) of the best incomplete dump so far
+    while True:
+        try:
+            target, directory, used = open_dump_dir(dests, name, _ssh_options(args), _notice, _retention(args))
+        except (TargetUnreachable, OSError) as e:
+            if kept is None:
+                raise
+            reason = str(e) if isinstance(e, TargetUnreachable) else f"{dests[-1]}: {e.strerror or e}"
+            _notice(f"{reason}; no destination left for the dump")
+            return kept
+        args.format = requested_format  # a stream-only target before this one chose flat for itself
+        result, path = _save_to(target, directory, vmcore, classifier, args, progress, log_text)
+        dests = dests[used + 1:]
+        if result.complete:
+            return result, path
+        if kept is None or result.readable or not kept[0].readable:
+            kept = result, path
+        elif not dests:  # worse than an earlier dump, which is the one reported: say what became of this one
+            _notice(f"dump FAILED ({result.error}): {path}")
+        if not dests:
+            return kept
+        state = "INCOMPLETE" if result.readable else "FAILED"
+        _notice(f"dump {state} ({result.error}): {path}; saving it again to {dests[0]}")
+
+
+def _save_to(target: Target, directory: str | None, vmcore: Vmcore, classifier: PageClassifier,
+             args: argparse.Namespace, progress: LineProgress, log_text: str | None) -> tuple[DumpResult, str]:
+    """Save the dump (and the kernel log) into ``directory`` on ``target``, or to --output when
+    ``directory`` is None, and close the target; returns (result, path of the dump)."""
+    try:
+        if directory is None:
+            path, final_path = args.output, None
+        else:
+            if log_text is not None:
+                _save_log_or_warn(target, directory, log_text)
+            if target.streams_only and args.format != "flat":
+                args.format = "flat"
+                _notice(f"{target.description} takes only a stream: writing the flattened format to "
+                        f"{directory}/vmcore.flat; make it a dump there with: vmcore-rearrange vmcore.flat vmcore")
+            name = "vmcore.flat" if args.format == "flat" else "vmcore"
+            path, final_path = os.path.join(directory, "vmcore-incomplete"), os.path.join(directory, name)
+        result = _write(vmcore, classifier, args, target, path, progress)
+        commit_started = time.monotonic()
+        if final_path and result.complete:
+            target.commit(path, final_path)
+            path = final_path
+        result.phases["commit"] = time.monotonic() - commit_started
+    finally:
+        target.close()
+    return result, path
 
 
 def _kernel_log_or_warn(vmcore: Vmcore) -> str | None:
@@ -229,8 +268,8 @@ def _save_log_or_warn(target: Target, directory: str, text: str) -> None:
 def _save_log_only(vmcore: Vmcore, args: argparse.Namespace) -> int:
     """--dmesg-only: the log is the whole job, so failing to read it is an error."""
     text = kernel_log(vmcore)
-    target, directory = open_dump_dir([args.dest, *args.fallback], _dump_dir_name(vmcore),
-                                      _ssh_options(args), _notice, _retention(args))
+    target, directory, _ = open_dump_dir([args.dest, *args.fallback], _dump_dir_name(vmcore),
+                                         _ssh_options(args), _notice, _retention(args))
     try:
         path = _write_log(target, directory, text)
     finally:

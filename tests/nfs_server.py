@@ -78,6 +78,19 @@ class NfsServer:
         except FileNotFoundError:
             return ""
 
+    def freeze(self) -> None:
+        """SIGSTOP ganesha and rpcbind: a server that hangs. Its host still completes TCP
+        handshakes and acknowledges data until the socket buffers fill; nothing is answered."""
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.killpg(self.process.pid, signal.SIGCONT)
+
+    def kill(self) -> None:
+        """SIGKILL ganesha and rpcbind: a dead server. Its connections are closed and new ones
+        refused; stop() still deletes the namespace."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+
     def stop(self) -> None:
         """Stop ganesha and rpcbind (TERM, then KILL), then delete the namespace."""
         try:

@@ -1,4 +1,5 @@
-"""A target that fills up mid-dump leaves a valid dump marked incomplete; readers open it."""
+"""A target that fills up mid-dump leaves a valid dump marked incomplete; readers open it; with
+--fallback the dump is saved again on the next destination."""
 
 from __future__ import annotations
 
@@ -39,3 +40,49 @@ def test_target_full_leaves_readable_incomplete_dump(tmp_path, small_tmpfs, fmt)
         assert all(dump.read_page(pfn) == got[pfn] for pfn in expected)
         info = run_save("--info", path)
         assert "INCOMPLETE" in info.stdout
+
+
+def _incompressible_vmcore(tmp_path):
+    """8 MiB of random pages: they cannot fit into small_tmpfs's 2 MiB."""
+    vmcore = tmp_path / "vmcore"
+    vmcore.write_bytes(build_vmcore([SegmentSpec(0x100000, os.urandom(2048 * PAGE_SIZE))], vmcoreinfo_text()))
+    return vmcore
+
+
+def _lines(stderr):
+    """stderr without the warning that a synthetic vmcore has no kernel log."""
+    return [line for line in stderr.splitlines() if "kernel log not saved" not in line]
+
+
+@needs_root
+def test_a_dump_cut_short_is_saved_again_on_the_fallback(tmp_path, small_tmpfs):
+    vmcore = _incompressible_vmcore(tmp_path)
+    reference, fallback = tmp_path / "reference.kdump", tmp_path / "fallback"
+    run_save(str(vmcore), "--output", str(reference), check=True)
+    proc = run_save(str(vmcore), str(small_tmpfs), "--fallback", str(fallback), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    (line,) = _lines(proc.stderr)
+    (cut_dir,) = small_tmpfs.iterdir()
+    assert line == (f"vmcore-save: dump INCOMPLETE (target full or failing: No space left on device): "
+                    f"{cut_dir}/vmcore-incomplete; saving it again to {fallback}")
+    assert [p.name for p in cut_dir.iterdir()] == ["vmcore-incomplete"]  # kept: it may be all there is
+    assert not KdumpFile.open(str(cut_dir / "vmcore-incomplete")).complete
+    (saved_dir,) = fallback.iterdir()
+    assert saved_dir.name == cut_dir.name
+    assert (saved_dir / "vmcore").read_bytes() == reference.read_bytes()
+
+
+@needs_root
+def test_a_dump_cut_short_stays_the_result_when_no_fallback_can_take_it(tmp_path, small_tmpfs):
+    vmcore = _incompressible_vmcore(tmp_path)
+    proc = run_save(str(vmcore), str(small_tmpfs), "--fallback", "/dev/null/crash", "--quiet")
+    assert proc.returncode == 3, proc.stderr
+    (cut_dir,) = small_tmpfs.iterdir()
+    cut = f"{cut_dir}/vmcore-incomplete"
+    assert _lines(proc.stderr) == [
+        f"vmcore-save: dump INCOMPLETE (target full or failing: No space left on device): {cut}; "
+        "saving it again to /dev/null/crash",
+        "vmcore-save: /dev/null/crash: Not a directory; no destination left for the dump",
+        f"vmcore-save: dump INCOMPLETE (target full or failing: No space left on device): {cut} is readable, "
+        "missing pages are reported as such by crash and drgn",
+    ]

@@ -4,30 +4,51 @@ nfs-ganesha server that runs, with QEMU, in a private network namespace (10.0.2.
 One crash serves every test: in the capture kernel vmcore-save writes a dump over NFSv4.2,
 /proc/vmcore is copied out over 9p for comparison, the kernel log goes to a v3-only export
 (the v4.2 -> v3 fallback), and two unreachable servers (a closed port, a port that never
-answers) are tried.
+answers) are tried. Last, the server dies mid-dump twice, once the dump on it passes DIES_AT
+bytes: the host freezes ganesha (SIGSTOP: a hung server) in a run with --fallback to the
+9p-shared /out, and thaws it when that run has ended; then kills it (SIGKILL: a dead server) in a
+run without a fallback.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import re
 import shlex
 import shutil
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from collector.errors import CollectorError
 from collector.formats.kdump import KdumpFile
-from collector.targets.nfs import MOUNT_TIMEOUT, NfsUrl
+from collector.targets import nfs
+from collector.targets.local import Retention
+from collector.targets.nfs import MOUNT_TIMEOUT, STALL_TIMEOUT, NfsUrl, rpc_replies_in
 from tests.conftest import REPO, run_save
 from tests.dumpcheck import drgn_program
-from tests.nfs_server import nfs_server, silent_listener
+from tests.nfs_server import NfsServer, nfs_server, silent_listener
 from tests.testbed import CaptureRun, run_in_capture_kernel
 
 CLOSED_PORT, SILENT_PORT = 2050, 2051
 DUMP_DIR_NAME = re.compile(r".+-\d{4}-\d\d-\d\d-\d\d:\d\d:\d\d")
+# The server dies once the dump on it passes this size, a quarter of the uncompressed -d 31 dump
+# (about 67 MiB, some 15 s of writing under TCG).
+DIES_AT = 16 << 20
+DIES_OPTIONS = "-q -d 31 --compress none"
+# (run name, export, how the server dies): in GUEST_COMMAND's order.
+DYING_RUNS = (("hangs_fallback", "hangs", "freeze"), ("dies", "dies", "kill"))
+# Past STALL_TIMEOUT: aborting the calls still stuck, closing, detaching the export, exiting.
+# Measured under TCG: a killed server, 44 s in all (the kernel's EIO came first); a hung one,
+# 68 s in all, the whole dump written again to the fallback included.
+GIVE_UP_SLACK = 30.0
 # Runs in the capture kernel (dash, chrooted into the host's root). Each vmcore-save run
 # leaves NAME.rc, NAME.err and NAME.time (start and end, seconds) in /out.
 GUEST_COMMAND = f"""
@@ -44,6 +65,9 @@ cp --sparse=always /proc/vmcore /out/vmcore
 save log_v3 --dmesg-only /proc/vmcore nfs://10.0.2.2/export3
 save closed -q /proc/vmcore nfs://10.0.2.2:{CLOSED_PORT}/export
 save silent -q /proc/vmcore nfs://10.0.2.2:{SILENT_PORT}/export
+save hangs_fallback {DIES_OPTIONS} /proc/vmcore nfs://10.0.2.2/hangs --fallback /out/fallback
+save dies {DIES_OPTIONS} /proc/vmcore nfs://10.0.2.2/dies
+{{ grep ' nfs' /proc/mounts; ls -d /tmp/vmcore-save-nfs-*; }} >/out/left_behind 2>/dev/null
 """
 
 
@@ -53,6 +77,9 @@ class GuestRuns:
     export_dir: Path      # NFSv3+v4 export, on the host
     export_v3_dir: Path   # NFSv3-only export
     ganesha_log: str
+    server_dir: Path      # the folder of every export
+    # Seconds from the server's death to the end of the vmcore-save run, per dying run.
+    after_death: dict[str, float] = field(default_factory=dict)
 
     def result(self, name: str) -> tuple[int, str, float]:
         """(exit status, stderr, seconds) of one vmcore-save run in the guest."""
@@ -72,11 +99,58 @@ def guest_runs(tmp_path_factory: pytest.TempPathFactory) -> GuestRuns:
     if not shutil.which("ganesha.nfsd"):
         pytest.skip("nfs-ganesha is not installed (./dev setup)")
     directory = tmp_path_factory.mktemp("nfs")
-    with nfs_server(directory / "server", {"export": (3, 4), "export3": (3,)}) as server:
-        with silent_listener(server.netns, SILENT_PORT):
+    exports = {"export": (3, 4), "export3": (3,), **{export: (4,) for _, export, _ in DYING_RUNS}}
+    with nfs_server(directory / "server", exports) as server:
+        with silent_listener(server.netns, SILENT_PORT), \
+                server_dies_mid_dump(server, directory / "out") as after_death:
+            # Each dying run waits STALL_TIMEOUT for the server on top of the usual ~90 s.
             capture = run_in_capture_kernel(GUEST_COMMAND, directory / "out", kernel="6.1", mem_mib=512,
-                                            workload=True, netns=server.netns)
-        return GuestRuns(capture, server.export_dir("export"), server.export_dir("export3"), server.log)
+                                            workload=True, netns=server.netns, timeout=600)
+        return GuestRuns(capture, server.export_dir("export"), server.export_dir("export3"), server.log,
+                         server.directory, after_death)
+
+
+@contextmanager
+def server_dies_mid_dump(server: NfsServer, outdir: Path) -> Iterator[dict[str, float]]:
+    """A host thread that, for each of DYING_RUNS in turn, freezes or kills the server once the
+    dump on that run's export passes DIES_AT bytes, and thaws a frozen one once the run has
+    ended in the guest (NAME.time exists). Yields {run name: seconds from death to that end}."""
+    after_death: dict[str, float] = {}
+    done = threading.Event()
+
+    def watch() -> None:
+        for name, export, death in DYING_RUNS:
+            while not done.is_set() and _largest_partial_dump(server.export_dir(export)) <= DIES_AT:
+                time.sleep(0.05)
+            if done.is_set():
+                return
+            server.freeze() if death == "freeze" else server.kill()
+            died_at = time.monotonic()
+            try:
+                while not done.is_set() and not (outdir / f"{name}.time").exists():
+                    time.sleep(0.1)
+                after_death[name] = time.monotonic() - died_at
+            finally:
+                if death == "freeze":
+                    server.thaw()
+
+    watcher = threading.Thread(target=watch, name="server-dies-mid-dump", daemon=True)
+    watcher.start()
+    try:
+        yield after_death
+    finally:
+        done.set()
+        watcher.join()
+
+
+def _largest_partial_dump(export_dir: Path) -> int:
+    sizes = [0]
+    for path in export_dir.glob("*/vmcore-incomplete"):
+        try:
+            sizes.append(path.stat().st_size)
+        except FileNotFoundError:  # renamed meanwhile: complete
+            pass
+    return max(sizes)
 
 
 @pytest.mark.realkernel
@@ -121,6 +195,95 @@ def test_an_unreachable_server_is_one_error_line_within_the_mount_timeout(guest_
     print(f"\n{case} port: {seconds:.1f} s: {line}")
 
 
+@pytest.mark.realkernel
+def test_a_server_killed_mid_dump_ends_it_incomplete_and_readable_in_bounded_time(guest_runs: GuestRuns,
+                                                                                   host_dump: Path):
+    rc, err, seconds = guest_runs.result("dies")
+    assert "dies" in guest_runs.after_death, f"the server never died: {err}\n{guest_runs.context()}"
+    after_death = guest_runs.after_death["dies"]
+    assert rc == 3, f"{err}\n{guest_runs.context()}"
+    (dump_dir,) = (guest_runs.server_dir / "dies").iterdir()
+    # Either the kernel's soft timeout fires (a killed server refuses connections, so the
+    # request's connection is broken) or, first, the collector gives the server up.
+    *gave_up, last = err.splitlines()
+    assert gave_up in ([], [f"vmcore-save: warning: nfs://10.0.2.2/dies: no answer for {STALL_TIMEOUT:.0f} s: "
+                            "giving the server up, aborting its requests"])
+    reason = f"the NFS server has not answered for {STALL_TIMEOUT:.0f} s" if gave_up else "Input/output error"
+    assert last == (f"vmcore-save: dump INCOMPLETE (target full or failing: {reason}): "
+                    f"nfs://10.0.2.2/dies/{dump_dir.name}/vmcore-incomplete is readable, missing pages are reported "
+                    "as such by crash and drgn")
+    # Through the page cache each write waited ~40 s and succeeded: 1 MiB per 40 s (nfs.py).
+    assert after_death < STALL_TIMEOUT + GIVE_UP_SLACK
+    saved, dumped = check_cut_dump(dump_dir, host_dump)
+    print(f"\nserver killed mid-dump: vmcore-save ended {after_death:.1f} s later ({seconds:.1f} s in all; "
+          f"{'given up' if gave_up else 'kernel EIO'}); {saved} of {dumped} pages on the server")
+
+
+@pytest.mark.realkernel
+def test_a_dump_cut_short_by_a_hung_server_is_saved_again_on_the_fallback(guest_runs: GuestRuns, host_dump: Path):
+    rc, err, seconds = guest_runs.result("hangs_fallback")
+    assert "hangs_fallback" in guest_runs.after_death, f"the server never hung: {err}\n{guest_runs.context()}"
+    after_death = guest_runs.after_death["hangs_fallback"]
+    assert rc == 0, f"{err}\n{guest_runs.context()}"
+    (cut_dir,) = (guest_runs.server_dir / "hangs").iterdir()
+    assert err.splitlines() == [
+        f"vmcore-save: warning: nfs://10.0.2.2/hangs: no answer for {STALL_TIMEOUT:.0f} s: giving the server up, "
+        "aborting its requests",
+        f"vmcore-save: dump INCOMPLETE (target full or failing: the NFS server has not answered for "
+        f"{STALL_TIMEOUT:.0f} s): nfs://10.0.2.2/hangs/{cut_dir.name}/vmcore-incomplete; saving it again to "
+        "/out/fallback",
+    ]
+    saved, dumped = check_cut_dump(cut_dir, host_dump)
+    (saved_dir,) = (guest_runs.capture.outdir / "fallback").iterdir()
+    assert saved_dir.name == cut_dir.name
+    assert sorted(p.name for p in saved_dir.iterdir()) == ["vmcore", "vmcore-dmesg.txt"]
+    assert (saved_dir / "vmcore").read_bytes() == host_dump.read_bytes()
+    # Left alone, the hung server would block the dump for ever (collector/targets/nfs.py). The
+    # whole dump written again takes a few seconds more.
+    assert STALL_TIMEOUT - nfs.WATCH_INTERVAL <= after_death < STALL_TIMEOUT + GIVE_UP_SLACK + 30
+    print(f"\nserver hung mid-dump, fallback: vmcore-save ended {after_death:.1f} s later ({seconds:.1f} s in all); "
+          f"{saved} of {dumped} pages on the server")
+
+
+@pytest.mark.realkernel
+def test_the_capture_kernel_goes_on_after_the_server_died(guest_runs: GuestRuns):
+    # The step after the dying runs ran, and neither left a mount or a mount point behind.
+    left_behind = guest_runs.capture.outdir / "left_behind"
+    assert left_behind.exists(), guest_runs.context()
+    assert left_behind.read_text() == ""
+
+
+def check_cut_dump(dump_dir: Path, reference_path: Path) -> tuple[int, int]:
+    """What reached the server is a readable dump, flagged incomplete, whose pages are right or
+    reported missing (as tests/test_cut_short.py asks of any dump cut short), with the kernel
+    log beside it; nothing was renamed. Returns (pages saved, pages in the whole dump)."""
+    assert sorted(p.name for p in dump_dir.iterdir()) == ["vmcore-dmesg.txt", "vmcore-incomplete"]
+    partial = KdumpFile.open(str(dump_dir / "vmcore-incomplete"))
+    reference = KdumpFile.open(str(reference_path))
+    try:
+        assert not partial.complete
+        assert (partial.dumpable, partial.vmcoreinfo) == (reference.dumpable, reference.vmcoreinfo)
+        dumped = [pfn for pfn in range(reference.max_mapnr) if reference.is_dumpable(pfn)]
+        pages = {pfn: partial.read_page(pfn) for pfn in dumped}
+        saved = [pfn for pfn, page in pages.items() if page is not None]
+        wrong = [pfn for pfn in saved if pages[pfn] != reference.read_page(pfn)]
+        assert not wrong, f"{len(wrong)} of {len(saved)} pages wrong, e.g. pfn {wrong[0]:#x}"
+        assert 0 < len(saved) < len(dumped)
+        return len(saved), len(dumped)
+    finally:
+        partial.close()
+        reference.close()
+
+
+@pytest.fixture(scope="module")
+def host_dump(guest_runs: GuestRuns, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The host's dump of the vmcore copied out of the guest, with the dying runs' options."""
+    path = tmp_path_factory.mktemp("host") / "host-dies.kdump"
+    options = [o for o in DIES_OPTIONS.split() if o != "-q"]
+    run_save(str(guest_runs.capture.outdir / "vmcore"), "--output", str(path), *options, check=True)
+    return path
+
+
 @pytest.mark.parametrize("dest", ["nfs://", "nfs://server", "nfs://server:port/export", "nfs://user@server/export"])
 def test_a_malformed_nfs_destination_is_a_usage_error(dest: str):
     with pytest.raises(CollectorError, match="nfs://"):
@@ -131,3 +294,113 @@ def test_nfs_urls_name_the_export_as_mount_does():
     url = NfsUrl.parse("nfs://[fd00::1]:2049/srv/crash/")
     assert (url.host, url.port, url.export, url.device) == ("fd00::1", 2049, "/srv/crash", "[fd00::1]:/srv/crash")
     assert str(url) == "nfs://[fd00::1]:2049/srv/crash"
+
+
+# From a capture kernel's /proc/self/mountstats (per-op lines shortened).
+MOUNTSTATS = """\
+device out mounted on /out with fstype 9p
+device 10.0.2.2:/dies mounted on /tmp/vmcore-save-nfs-ruf94tf6 with fstype nfs4 statvers=1.1
+\topts:\trw,vers=4.2,rsize=1048576,wsize=1048576,namlen=255,soft,proto=tcp,timeo=100,retrans=3,sec=sys
+\tage:\t22
+\tevents:\t2 7 0 0 1 2 21 9781 0 0 0 13 0 0 1 2 0 1 0 0 9642 0 0 0 0 0 0
+\tbytes:\t0 39736791 0 0 0 32568815 0 9643
+\tRPC iostats version: 1.1  p/v: 100003/4 (nfs)
+\txprt:\ttcp 0 0 2 0 16 86 81 0 98 0 13 129 11
+\tper-op statistics
+\t        NULL: 1 1 0 44 24 34 21 57 0
+\t       WRITE: 37 37 0 32576364 8288 8624 1691 10404 0
+
+device 10.0.2.2:/other mounted on /mnt with fstype nfs4 statvers=1.1
+\txprt:\ttcp 0 0 1 0 16 12 12 0 12 0 2 2 0
+"""
+
+
+def test_replies_are_read_from_the_mounts_own_transport():
+    assert rpc_replies_in(MOUNTSTATS, "/tmp/vmcore-save-nfs-ruf94tf6") == 81
+    assert rpc_replies_in(MOUNTSTATS, "/mnt") == 12
+    assert rpc_replies_in(MOUNTSTATS, "/tmp/vmcore-save-nfs-gone") is None
+
+
+def test_a_call_that_waits_for_a_silent_server_gives_it_up_and_nothing_touches_it_again(tmp_path, monkeypatch):
+    """The watchdog's logic, without a real server (the real one: the dying-run tests above)."""
+    forced, umounts, syncs = [], [], []
+
+    class Forcer:  # records instead of running umount -f on this machine
+        def __init__(self, mount_point: str) -> None:
+            pass
+
+        def force(self) -> None:
+            forced.append(time.monotonic())
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(nfs, "_Forcer", Forcer)
+    monkeypatch.setattr(nfs, "_run_bounded", lambda argv, timeout: umounts.append(argv) or (0, ""))
+    monkeypatch.setattr(nfs, "STALL_TIMEOUT", 0.5)
+    monkeypatch.setattr(nfs, "WATCH_INTERVAL", 0.05)
+    warnings: list[str] = []
+    target = nfs.NfsTarget(NfsUrl.parse("nfs://server/export"), str(tmp_path), warnings.append, Retention())
+    target.local.file_flags = 0  # O_DIRECT is for NFS: a local tmp_path may not take it
+    directory = target.make_dump_dir("host-2026-11-26-00:00:00")
+    file = target.create(f"{directory}/vmcore-incomplete")
+    file.write_at(0, b"KDUMP")
+
+    def stuck_write(offset: int, data: bytes) -> None:  # returns once aborted, as pwrite did
+        deadline = time.monotonic() + 10
+        while not forced and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    monkeypatch.setattr(file.file, "write_at", stuck_write)
+    monkeypatch.setattr(file.file, "sync", lambda: syncs.append(1))
+    started = time.monotonic()
+    with pytest.raises(OSError, match="has not answered") as raised:
+        file.write_at(4096, b"page")
+    assert raised.value.errno == errno.EIO
+    assert 0.5 <= time.monotonic() - started < 5 and len(forced) == 1
+    assert warnings == ["warning: nfs://server/export: no answer for 0 s: giving the server up, aborting its requests"]
+    # Later calls fail at once, without a system call; closing still releases the file.
+    with pytest.raises(OSError, match="has not answered"):
+        file.sync()
+    with pytest.raises(OSError, match="has not answered"):
+        target.commit(f"{directory}/vmcore-incomplete", f"{directory}/vmcore")
+    assert not syncs and (tmp_path / "host-2026-11-26-00:00:00" / "vmcore-incomplete").exists()
+    fd = file.file.fd
+    file.close()
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    target.close()
+    assert umounts == [["umount", "-f", "-l", str(tmp_path)]]  # no clean unmount to wait for
+
+
+def test_waits_add_up_across_calls_while_the_server_answers_nothing(tmp_path, monkeypatch):
+    """A killed server let each write wait ~40 s and then succeed: no single call waits long."""
+    forced: list[float] = []
+
+    class Forcer:
+        def __init__(self, mount_point: str) -> None:
+            pass
+
+        def force(self) -> None:
+            forced.append(time.monotonic())
+
+        def close(self) -> None:
+            pass
+
+    replies = iter([5, 6, 7])  # three answers, then silence
+    monkeypatch.setattr(nfs, "_Forcer", Forcer)
+    monkeypatch.setattr(nfs, "_run_bounded", lambda argv, timeout: (0, ""))
+    monkeypatch.setattr(nfs, "_rpc_replies", lambda mount_point: next(replies, 7))
+    monkeypatch.setattr(nfs, "STALL_TIMEOUT", 1.0)
+    monkeypatch.setattr(nfs, "WATCH_INTERVAL", 0.05)
+    target = nfs.NfsTarget(NfsUrl.parse("nfs://server/export"), str(tmp_path), lambda line: None, Retention())
+    calls = 0
+    while target.failure is None and calls < 20:
+        calls += 1
+        with contextlib.suppress(OSError):
+            target.free_space("nfs://server/export")  # fast
+        with contextlib.suppress(OSError):
+            target._call(time.sleep, 0.3)  # waits, then succeeds
+    target.close()
+    assert target.failure is not None and forced
+    assert 4 <= calls <= 6, calls  # 1 s of waiting in 0.3 s calls, not one call of 1 s

@@ -77,14 +77,15 @@ def open_target(dest: str, ssh: SshOptions, warn: Callable[[str], None],
 
 
 def open_dump_dir(dests: Sequence[str], name: str, ssh: SshOptions, warn: Callable[[str], None],
-                  retention: Retention = Retention()) -> tuple[Target, str]:
+                  retention: Retention = Retention()) -> tuple[Target, str, int]:
     """Make the dump directory ``name`` on the first of ``dests`` that can be reached and
-    written; say in one line why each one before it was skipped. Returns (target, directory)."""
+    written; say in one line why each one before it was skipped. Returns (target, directory,
+    index of the destination used)."""
     for index, dest in enumerate(dests):
         target = None
         try:
             target = open_target(dest, ssh, warn, retention)
-            return target, target.make_dump_dir(name)
+            return target, target.make_dump_dir(name), index
         except (TargetUnreachable, OSError) as e:
             if target is not None:
                 target.close()

@@ -29,9 +29,9 @@ class Retention:
 class LocalFile:
     """A TargetFile over a regular file, written with pwrite."""
 
-    def __init__(self, path: str, min_free: int = 0) -> None:
+    def __init__(self, path: str, min_free: int = 0, flags: int = 0) -> None:
         self.path = path
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | flags, 0o600)
         self.min_free = min_free
         self._unchecked = FREE_CHECK_BYTES if min_free else 0
 
@@ -72,11 +72,12 @@ class LocalTarget:
     streams_only = False
 
     def __init__(self, root: str, retention: Retention = Retention(),
-                 warn: Callable[[str], None] = lambda message: None) -> None:
+                 warn: Callable[[str], None] = lambda message: None, file_flags: int = 0) -> None:
         self.root = root
         self.description = root
         self.retention = retention
         self.warn = warn
+        self.file_flags = file_flags  # added to os.open's flags for every file created
 
     def make_dump_dir(self, name: str) -> str:
         """Create ``root/name`` (0700), or ``name-1``, ``name-2``... if it exists, after removing
@@ -93,7 +94,7 @@ class LocalTarget:
         raise FileExistsError(f"no free dump directory name under {self.root}")
 
     def create(self, path: str) -> LocalFile:
-        return LocalFile(path, self.retention.min_free)
+        return LocalFile(path, self.retention.min_free, self.file_flags)
 
     def _prune(self) -> None:
         """Remove the oldest dump directories until at most keep_dumps - 1 remain and min_free
