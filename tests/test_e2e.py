@@ -117,17 +117,22 @@ def test_nfs_target(job: Path, kernel: assets.Kernel, dracut: str, tmp_path: Pat
         check_saved(dump_dir, marker)
 
 
-def test_unreachable_target_runs_failure_action(job: Path, kernel: assets.Kernel, dracut: str,
-                                                tmp_path: Path) -> None:
-    # Port 1 on the host: the connection is refused, so the SSH target fails at once.
+def build_unreachable_ssh_image(actions: str, job: Path, kernel: assets.Kernel, dracut: str, tmp_path: Path) -> Path:
+    """A capture image whose only target is SSH to port 1 on the host: the connection is
+    refused, so the target fails at once."""
     key = tmp_path / "key"
     public_key = keygen(key)
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(f"[{HOST_SEEN_FROM_GUEST}]:1 {public_key}\n")
-    image = build_image(f"target = ssh root@{HOST_SEEN_FROM_GUEST}:1 /var/crash\n"
-                        f"ssh_key = {key}\nknown_hosts = {known_hosts}\n"
-                        "final_action = reboot\nfailure_action = poweroff\nwait_seconds = 20\n",
-                        job, kernel, dracut)
+    return build_image(f"target = ssh root@{HOST_SEEN_FROM_GUEST}:1 /var/crash\n"
+                       f"ssh_key = {key}\nknown_hosts = {known_hosts}\n{actions}wait_seconds = 20\n",
+                       job, kernel, dracut)
+
+
+def test_unreachable_target_runs_failure_action(job: Path, kernel: assets.Kernel, dracut: str,
+                                                tmp_path: Path) -> None:
+    image = build_unreachable_ssh_image("final_action = reboot\nfailure_action = poweroff\n", job, kernel, dracut,
+                                        tmp_path)
     run = crash_and_capture(job, kernel, image, f"VMCORE-E2E-MARKER {secrets.token_hex(8)}")
     assert "Connection refused" in run.console
     assert "vmcore-collector: no complete dump saved; failure_action poweroff" in run.console
@@ -136,17 +141,11 @@ def test_unreachable_target_runs_failure_action(job: Path, kernel: assets.Kernel
 
 def test_failure_action_shell_lets_an_operator_save_by_hand(job: Path, kernel: assets.Kernel, dracut: str,
                                                           tmp_path: Path) -> None:
-    # The configured target is unreachable (port 1: refused); failure_action = shell gives the
-    # operator the capture kernel's emergency shell, where vmcore-save saves by hand (here to
-    # the capture kernel's tmpfs).
-    key = tmp_path / "key"
-    public_key = keygen(key)
-    known_hosts = tmp_path / "known_hosts"
-    known_hosts.write_text(f"[{HOST_SEEN_FROM_GUEST}]:1 {public_key}\n")
-    image = build_image(f"target = ssh root@{HOST_SEEN_FROM_GUEST}:1 /var/crash\n"
-                        f"ssh_key = {key}\nknown_hosts = {known_hosts}\n"
-                        "final_action = poweroff\nfailure_action = shell\nwait_seconds = 20\n",
-                        job, kernel, dracut)
+    # The configured target is unreachable; failure_action = shell gives the operator the
+    # capture kernel's emergency shell, where vmcore-save saves by hand (here to the capture
+    # kernel's tmpfs).
+    image = build_unreachable_ssh_image("final_action = poweroff\nfailure_action = shell\n", job, kernel, dracut,
+                                        tmp_path)
     # The sleep lets the serial line drain: poweroff -f would cut the last lines of output.
     typed = ('vmcore-save -d 31 /proc/vmcore /tmp/crash; echo "by hand: status $?"; '
              "ls /tmp/crash/*/; sleep 2; poweroff -f\n")

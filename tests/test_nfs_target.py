@@ -321,11 +321,11 @@ def test_replies_are_read_from_the_mounts_own_transport():
     assert rpc_replies_in(MOUNTSTATS, "/tmp/vmcore-save-nfs-gone") is None
 
 
-def test_a_call_that_waits_for_a_silent_server_gives_it_up_and_nothing_touches_it_again(tmp_path, monkeypatch):
-    """The watchdog's logic, without a real server (the real one: the dying-run tests above)."""
-    forced, umounts, syncs = [], [], []
+def recording_forcer(forced: list[float]) -> type:
+    """A stand-in for nfs._Forcer that records when it was asked to force, instead of running
+    umount -f on this machine."""
 
-    class Forcer:  # records instead of running umount -f on this machine
+    class Forcer:
         def __init__(self, mount_point: str) -> None:
             pass
 
@@ -335,7 +335,13 @@ def test_a_call_that_waits_for_a_silent_server_gives_it_up_and_nothing_touches_i
         def close(self) -> None:
             pass
 
-    monkeypatch.setattr(nfs, "_Forcer", Forcer)
+    return Forcer
+
+
+def test_a_call_that_waits_for_a_silent_server_gives_it_up_and_nothing_touches_it_again(tmp_path, monkeypatch):
+    """The watchdog's logic, without a real server (the real one: the dying-run tests above)."""
+    forced, umounts, syncs = [], [], []
+    monkeypatch.setattr(nfs, "_Forcer", recording_forcer(forced))
     monkeypatch.setattr(nfs, "_run_bounded", lambda argv, timeout: umounts.append(argv) or (0, ""))
     monkeypatch.setattr(nfs, "STALL_TIMEOUT", 0.5)
     monkeypatch.setattr(nfs, "WATCH_INTERVAL", 0.05)
@@ -376,19 +382,8 @@ def test_a_call_that_waits_for_a_silent_server_gives_it_up_and_nothing_touches_i
 def test_waits_add_up_across_calls_while_the_server_answers_nothing(tmp_path, monkeypatch):
     """A killed server let each write wait ~40 s and then succeed: no single call waits long."""
     forced: list[float] = []
-
-    class Forcer:
-        def __init__(self, mount_point: str) -> None:
-            pass
-
-        def force(self) -> None:
-            forced.append(time.monotonic())
-
-        def close(self) -> None:
-            pass
-
     replies = iter([5, 6, 7])  # three answers, then silence
-    monkeypatch.setattr(nfs, "_Forcer", Forcer)
+    monkeypatch.setattr(nfs, "_Forcer", recording_forcer(forced))
     monkeypatch.setattr(nfs, "_run_bounded", lambda argv, timeout: (0, ""))
     monkeypatch.setattr(nfs, "_rpc_replies", lambda mount_point: next(replies, 7))
     monkeypatch.setattr(nfs, "STALL_TIMEOUT", 1.0)
