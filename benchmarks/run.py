@@ -25,11 +25,11 @@ import zstandard
 from collector import fastcopy
 
 from . import report
+from .capture_env import run_capture_benchmark
 from .contenders import (Contender, all_contenders, makedumpfile_version, makedumpfiles_on_path,
                          supports_zstd)
 from .inputs import CACHE_DIR, CONTENT_PAGES, GIB, PERIOD_PAGES, BenchInput, free_bytes, real_input, synthetic_input
 from .measure import ContenderFailed, Measurement, run_once
-from .capture_env import run_capture_benchmark
 from .scanner import run_scanner_benchmark
 from .ssh_throughput import SshFigures, run_ssh_benchmark
 

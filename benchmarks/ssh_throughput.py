@@ -69,6 +69,11 @@ class SshFigures:
     sequential_mb_s: float     # SshTarget, 1 MiB writes at increasing offsets
     kdump_pattern_mb_s: float  # SshTarget, each 1 MiB followed by a descriptor write further back
 
+    def target_rates(self) -> list[tuple[str, float]]:
+        """(label, MB/s) of each way SshTarget sent the bytes."""
+        return [("SshTarget, sequential 1 MiB writes", self.sequential_mb_s),
+                ("SshTarget, kdump pattern", self.kdump_pattern_mb_s)]
+
 
 def run_ssh_benchmark(mib: int, runs: int, cipher: str = DEFAULT_CIPHER) -> SshFigures:
     """The best rate of ``runs`` runs of each way of sending ``mib`` MiB (needs root and sshd)."""
@@ -100,8 +105,7 @@ def main() -> None:
     figures = run_ssh_benchmark(args.mib, args.runs, args.cipher)
     print(f"{args.mib} MiB over loopback")
     print(f"  ssh -c {args.cipher} 'cat > FILE':  {figures.ssh_cat_mb_s:7.1f} MB/s")
-    for name, rate in (("SshTarget, sequential 1 MiB writes", figures.sequential_mb_s),
-                       ("SshTarget, kdump pattern", figures.kdump_pattern_mb_s)):
+    for name, rate in figures.target_rates():
         print(f"  {name + ':':38} {rate:7.1f} MB/s  ({100 * rate / figures.ssh_cat_mb_s:.0f}% of ssh cat; "
               f"target {SSH_TARGET_PERCENT}%)")
 
