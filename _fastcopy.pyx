@@ -1,14 +1,44 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Hot loops over page buffers: gather selected pages, find zero pages, count bitmap bits.
+"""Hot loops over page buffers: encode (zero check + compress) the selected pages of a mapped
+window, pack kdump page descriptors, count and find bitmap bits, classify struct pages.
 
-collector/_fastcopy_py.py is the readable reference with the same functions and results;
-keep the two in step (the test suite runs on both and compares them).
+No Python object per page: each call handles a whole span of pages without the GIL.
+collector/_fastcopy_py.py is the readable reference with the same functions and results (the
+compressed bytes may differ where libzstd versions differ; sizes, zero flags and the pages
+they decompress to do not); the test suite runs on both and compares them. Every constant
+comes from the Python side (collector/page_encoding.py, dump_level.py, compression.py).
 """
 
-from libc.string cimport memcpy, memset, memcmp
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcmp, memcpy, memset
 
-from collector.page_encoding import PARAM_INDEX
+from collector.compression import FLAG_ZLIB, FLAG_ZSTD, LEVEL_RANGES
+from collector.dump_level import DL_CACHE, DL_CACHE_PRIVATE, DL_FREE, DL_USER
+from collector.page_encoding import (CLASS_CACHE, CLASS_CACHE_PRIVATE, CLASS_FREE, CLASS_HWPOISON,
+                                     CLASS_OFFLINE, CLASS_USER, COUNT_BAD_ORDER, ORDER_FLAGS_BYTE,
+                                     ORDER_U8, PARAM_INDEX)
+
+cdef extern from "zstd.h" nogil:
+    ctypedef struct ZSTD_CCtx:
+        pass
+    ZSTD_CCtx *ZSTD_createCCtx()
+    size_t ZSTD_freeCCtx(ZSTD_CCtx *cctx)
+    size_t ZSTD_compressCCtx(ZSTD_CCtx *cctx, void *dst, size_t dst_capacity, const void *src,
+                             size_t src_size, int level)
+    unsigned ZSTD_isError(size_t code)
+
+cdef extern from "zlib.h" nogil:
+    ctypedef struct z_stream:
+        uint8_t *next_in  # z_const: const only when zlib is built with ZLIB_CONST
+        unsigned avail_in
+        uint8_t *next_out
+        unsigned avail_out
+    int deflateInit(z_stream *strm, int level)
+    int deflateReset(z_stream *strm)
+    int deflate(z_stream *strm, int flush)
+    int deflateEnd(z_stream *strm)
+    int Z_OK, Z_FINISH, Z_STREAM_END
 
 cdef Py_ssize_t P_SIZE = PARAM_INDEX["struct_size"], P_FLAGS = PARAM_INDEX["off_flags"]
 cdef Py_ssize_t P_MAPPING = PARAM_INDEX["off_mapping"], P_MAPCOUNT = PARAM_INDEX["off_mapcount"]
@@ -25,72 +55,214 @@ cdef Py_ssize_t P_HUGETLB_DTOR = PARAM_INDEX["hugetlb_dtor"]
 cdef Py_ssize_t P_UNACCEPTED = PARAM_INDEX["unaccepted_value"]
 cdef Py_ssize_t P_MAX_ORDER = PARAM_INDEX["max_order"], P_LEVEL = PARAM_INDEX["dump_level"]
 
-# Class indexes, as collector/page_encoding.py numbers them.
-DEF C_CACHE = 0
-DEF C_CACHE_PRIVATE = 1
-DEF C_USER = 2
-DEF C_FREE = 3
-DEF C_HWPOISON = 4
-DEF C_OFFLINE = 5
-DEF C_KEEP = -1
-DEF C_BAD_ORDER = 6
+cdef int64_t C_CACHE = CLASS_CACHE, C_CACHE_PRIVATE = CLASS_CACHE_PRIVATE, C_USER = CLASS_USER
+cdef int64_t C_FREE = CLASS_FREE, C_HWPOISON = CLASS_HWPOISON, C_OFFLINE = CLASS_OFFLINE
+cdef int64_t C_KEEP = -1, C_BAD_ORDER = COUNT_BAD_ORDER
+cdef int64_t M_ORDER_U8 = ORDER_U8, M_ORDER_FLAGS_BYTE = ORDER_FLAGS_BYTE
+cdef int64_t L_CACHE = DL_CACHE, L_CACHE_PRIVATE = DL_CACHE_PRIVATE, L_USER = DL_USER, L_FREE = DL_FREE
+cdef uint32_t F_ZLIB = FLAG_ZLIB, F_ZSTD = FLAG_ZSTD
+
+# page_desc_t as the kdump format declares it (collector/formats/kdump.py PAGE_DESC, "<qIIQ";
+# tests/test_fastcopy.py pins the two together).
+cdef packed struct page_desc:
+    int64_t offset
+    uint32_t size
+    uint32_t flags
+    uint64_t page_flags
 
 
-def gather_pages(const uint8_t[::1] src, const uint8_t[::1] bitmap, Py_ssize_t first_bit,
-                 Py_ssize_t npages, Py_ssize_t page_size, uint8_t[::1] dst,
-                 uint64_t[::1] pfns_out, Py_ssize_t dst_index, uint64_t first_pfn):
-    """Copy the pages of ``src`` whose bit is set into ``dst`` from page slot ``dst_index``.
+cdef inline bint is_zero_page(const uint8_t *page, Py_ssize_t page_size) noexcept nogil:
+    # A page is zero when its first byte is and it equals itself shifted by one byte.
+    return page[0] == 0 and memcmp(page, page + 1, page_size - 1) == 0
 
-    Page i of src (pfn ``first_pfn + i``) is selected by bit ``first_bit + i`` of ``bitmap``
-    (least significant bit first). ``src`` None means the source pages are all zeros. Stops when
-    dst is full. Returns (source pages consumed, pages copied).
-    """
-    cdef Py_ssize_t capacity = dst.shape[0] // page_size
-    cdef Py_ssize_t i = 0, copied = 0, bit
-    cdef bint zero_source = src is None
-    with nogil:
-        while i < npages and dst_index + copied < capacity:
-            bit = first_bit + i
-            if bitmap[bit >> 3] & (1 << (bit & 7)):
-                if zero_source:
-                    memset(&dst[(dst_index + copied) * page_size], 0, page_size)
+
+cdef inline bint bit_set(const uint8_t[::1] bitmap, Py_ssize_t bit) noexcept nogil:
+    return (bitmap[bit >> 3] >> (bit & 7)) & 1
+
+
+cdef class PageEncoder:
+    """Zero check and compression of pages, one independent frame each (every page
+    decompresses on its own to page_size bytes), stored as is when compressing does not make
+    it smaller. One encoder per thread: it owns its compression context."""
+
+    cdef readonly uint32_t page_flag
+    cdef readonly int level
+    cdef readonly Py_ssize_t page_size
+    cdef ZSTD_CCtx *zstd
+    cdef z_stream zlib
+    cdef bint zlib_ready
+    cdef uint8_t *zero_page
+
+    def __cinit__(self, uint32_t page_flag, int level, Py_ssize_t page_size):
+        if page_flag not in (0, F_ZLIB, F_ZSTD):
+            raise ValueError(f"compression flag {page_flag:#x} is not one the encoder writes")
+        if page_flag:
+            low, high = LEVEL_RANGES["zstd" if page_flag == F_ZSTD else "zlib"]
+            if not low <= level <= high:
+                raise ValueError(f"compression level {level} is not in {low}..{high}")
+        self.page_flag, self.level, self.page_size = page_flag, level, page_size
+        self.zero_page = <uint8_t *>calloc(page_size, 1)
+        if self.zero_page == NULL:
+            raise MemoryError()
+        if page_flag == F_ZSTD:
+            self.zstd = ZSTD_createCCtx()
+            if self.zstd == NULL:
+                raise MemoryError()
+        elif page_flag == F_ZLIB:
+            memset(&self.zlib, 0, sizeof(z_stream))
+            if deflateInit(&self.zlib, level) != Z_OK:
+                raise MemoryError()
+            self.zlib_ready = True
+
+    def __dealloc__(self):
+        if self.zstd != NULL:
+            ZSTD_freeCCtx(self.zstd)
+        if self.zlib_ready:
+            deflateEnd(&self.zlib)
+        free(self.zero_page)
+
+    cdef size_t compress(self, const uint8_t *page, uint8_t *dst) noexcept nogil:
+        """Compressed size of page written to dst, 0 if it would not be smaller than a page
+        (makedumpfile stores those as is). Output never depends on the capacity given."""
+        cdef size_t capacity = self.page_size - 1, size
+        if self.page_flag == F_ZSTD:
+            # ZSTD_compressCCtx per page, as makedumpfile -z does.
+            size = ZSTD_compressCCtx(self.zstd, dst, capacity, page, self.page_size, self.level)
+            return 0 if ZSTD_isError(size) else size
+        if self.page_flag == F_ZLIB:
+            # What compress2() does, without its allocation per page: same bytes.
+            deflateReset(&self.zlib)
+            self.zlib.next_in, self.zlib.avail_in = <uint8_t *>page, <unsigned>self.page_size
+            self.zlib.next_out, self.zlib.avail_out = dst, <unsigned>capacity
+            if deflate(&self.zlib, Z_FINISH) != Z_STREAM_END:
+                return 0
+            return capacity - self.zlib.avail_out
+        return 0
+
+    def encode(self, const uint8_t[::1] src, Py_ssize_t src_page, const uint8_t[::1] bitmap,
+               Py_ssize_t first_bit, Py_ssize_t npages, bint detect_zero, uint8_t[::1] data,
+               uint32_t[::1] sizes, uint8_t[::1] raw):
+        """Encode the pages whose bit is set among ``npages`` pages: page i is page
+        ``src_page + i`` of ``src`` (None: pages that read as zeros) and bit ``first_bit + i``
+        of ``bitmap``. For the n-th selected page, sizes[n] is its stored size (0: all zeros,
+        stored nowhere; only with detect_zero) and raw[n] 1 if it is stored as is; the stored
+        pages follow each other in ``data``. Stops early when sizes or data are full.
+
+        Returns (pages consumed, pages selected, bytes of data, zero pages).
+        """
+        cdef Py_ssize_t ps = self.page_size, i = 0, n = 0, pos = 0, nzero = 0
+        cdef Py_ssize_t capacity = sizes.shape[0], data_capacity = data.shape[0]
+        cdef const uint8_t *page
+        cdef size_t size
+        cdef bint zero_source = src is None
+        if raw.shape[0] < capacity:
+            raise ValueError("raw is shorter than sizes")
+        if not zero_source and (src_page < 0 or (src_page + npages) * ps > src.shape[0]):
+            raise ValueError("pages run past the end of the source")
+        if first_bit < 0 or first_bit + npages > bitmap.shape[0] * 8:
+            raise ValueError("pages run past the end of the bitmap")
+        with nogil:
+            while i < npages:
+                if not bit_set(bitmap, first_bit + i):
+                    i += 1
+                    continue
+                if n == capacity or pos + ps > data_capacity:
+                    break
+                page = <const uint8_t *>self.zero_page if zero_source else &src[(src_page + i) * ps]
+                raw[n] = 0
+                if detect_zero and is_zero_page(page, ps):
+                    sizes[n] = 0
+                    nzero += 1
                 else:
-                    memcpy(&dst[(dst_index + copied) * page_size], &src[i * page_size], page_size)
-                pfns_out[dst_index + copied] = first_pfn + i
-                copied += 1
-            i += 1
-    return i, copied
+                    size = self.compress(page, &data[pos])
+                    if size == 0:
+                        memcpy(&data[pos], page, ps)
+                        size = ps
+                        raw[n] = 1
+                    sizes[n] = <uint32_t>size
+                    pos += size
+                n += 1
+                i += 1
+        return i, n, pos, nzero
 
 
-def find_zero_pages(const uint8_t[::1] buf, Py_ssize_t npages, Py_ssize_t page_size,
-                    uint8_t[::1] flags):
-    """Set flags[i] to 1 where page i of buf is all zeros, else 0; return the zero count."""
-    cdef Py_ssize_t i, nzero = 0
-    cdef const uint8_t *page
+def clear_zero_pages(const uint8_t[::1] src, Py_ssize_t src_page, uint8_t[::1] bitmap,
+                     Py_ssize_t first_bit, Py_ssize_t npages, Py_ssize_t page_size):
+    """Clear the bit of each selected page that is all zeros (page i is page src_page + i of
+    src, None: all zeros, and bit first_bit + i); return how many were cleared."""
+    cdef Py_ssize_t i, bit, cleared = 0
+    cdef bint zero_source = src is None
+    if not zero_source and (src_page < 0 or (src_page + npages) * page_size > src.shape[0]):
+        raise ValueError("pages run past the end of the source")
+    if first_bit < 0 or first_bit + npages > bitmap.shape[0] * 8:
+        raise ValueError("pages run past the end of the bitmap")
     with nogil:
         for i in range(npages):
-            page = &buf[i * page_size]
-            # A page is zero when its first byte is and it equals itself shifted by one byte.
-            if page[0] == 0 and memcmp(page, page + 1, page_size - 1) == 0:
-                flags[i] = 1
-                nzero += 1
+            bit = first_bit + i
+            if bit_set(bitmap, bit) and (zero_source or is_zero_page(&src[(src_page + i) * page_size], page_size)):
+                bitmap[bit >> 3] &= ~(1 << (bit & 7))
+                cleared += 1
+    return cleared
+
+
+def kdump_descs(const uint32_t[::1] sizes, const uint8_t[::1] raw, Py_ssize_t count, int64_t data_offset,
+                int64_t zero_offset, Py_ssize_t page_size, uint32_t page_flag, uint8_t[::1] out):
+    """Pack the page_desc of ``count`` encoded pages (PageEncoder.encode's sizes and raw) into
+    out: stored pages at data_offset onwards, back to back; zero pages point at zero_offset."""
+    cdef Py_ssize_t i
+    cdef page_desc *desc
+    if out.shape[0] < count * <Py_ssize_t>sizeof(page_desc) or sizes.shape[0] < count or raw.shape[0] < count:
+        raise ValueError("buffers too short for the descriptors")
+    with nogil:
+        for i in range(count):
+            desc = <page_desc *>&out[i * sizeof(page_desc)]
+            desc.page_flags = 0
+            if sizes[i] == 0:
+                desc.offset, desc.size, desc.flags = zero_offset, <uint32_t>page_size, 0
             else:
-                flags[i] = 0
-    return nzero
+                desc.offset, desc.size = data_offset, sizes[i]
+                desc.flags = 0 if raw[i] else page_flag
+                data_offset += sizes[i]
+
+
+def span_end(const uint8_t[::1] bitmap, Py_ssize_t start, Py_ssize_t end, Py_ssize_t max_set):
+    """The bit after the ``max_set``-th set bit at or after ``start``, or ``end`` if there are
+    fewer: [start, span_end) holds at most max_set selected pages."""
+    cdef Py_ssize_t bit = start, seen = 0, in_byte
+    with nogil:
+        while bit < end:
+            if bit & 7 == 0 and bit + 8 <= end:
+                in_byte = __builtin_popcount(bitmap[bit >> 3])
+                if seen + in_byte < max_set:
+                    seen += in_byte
+                    bit += 8
+                    continue
+            if bit_set(bitmap, bit):
+                seen += 1
+                if seen == max_set:
+                    bit += 1
+                    break
+            bit += 1
+    return bit
 
 
 def count_bits(const uint8_t[::1] bitmap, Py_ssize_t start, Py_ssize_t end):
     """Number of set bits in [start, end) of an LSB-first bitmap."""
     cdef Py_ssize_t bit = start, total = 0
+    cdef uint64_t word
     with nogil:
         while bit < end and bit & 7:
-            total += (bitmap[bit >> 3] >> (bit & 7)) & 1
+            total += bit_set(bitmap, bit)
             bit += 1
+        while bit + 64 <= end:
+            memcpy(&word, &bitmap[bit >> 3], 8)  # one unaligned load
+            total += __builtin_popcountll(word)
+            bit += 64
         while bit + 8 <= end:
             total += __builtin_popcount(bitmap[bit >> 3])
             bit += 8
         while bit < end:
-            total += (bitmap[bit >> 3] >> (bit & 7)) & 1
+            total += bit_set(bitmap, bit)
             bit += 1
     return total
 
@@ -100,7 +272,7 @@ def bit_runs(const uint8_t[::1] bitmap, Py_ssize_t start, Py_ssize_t end):
     cdef Py_ssize_t bit = start, run_start
     runs = []
     while bit < end:
-        while bit < end and not (bitmap[bit >> 3] >> (bit & 7)) & 1:
+        while bit < end and not bit_set(bitmap, bit):
             if bit & 7 == 0 and bit + 8 <= end and bitmap[bit >> 3] == 0:
                 bit += 8
             else:
@@ -108,7 +280,7 @@ def bit_runs(const uint8_t[::1] bitmap, Py_ssize_t start, Py_ssize_t end):
         if bit >= end:
             break
         run_start = bit
-        while bit < end and (bitmap[bit >> 3] >> (bit & 7)) & 1:
+        while bit < end and bit_set(bitmap, bit):
             if bit & 7 == 0 and bit + 8 <= end and bitmap[bit >> 3] == 0xFF:
                 bit += 8
             else:
@@ -117,11 +289,11 @@ def bit_runs(const uint8_t[::1] bitmap, Py_ssize_t start, Py_ssize_t end):
     return runs
 
 
-cdef inline uint64_t u64(const uint8_t *p) nogil:
+cdef inline uint64_t u64(const uint8_t *p) noexcept nogil:
     return (<const uint64_t *>p)[0]
 
 
-cdef inline bint flag(uint64_t flags, int64_t bit) nogil:
+cdef inline bint flag(uint64_t flags, int64_t bit) noexcept nogil:
     return bit >= 0 and (flags >> bit) & 1
 
 
@@ -134,7 +306,7 @@ def classify_pages(const uint8_t[::1] pages, Py_ssize_t npages, const int64_t[::
     The order of the tests is makedumpfile's: compound tails go with their head; free buddy
     blocks and unaccepted memory (free); cache without private; all cache; user data; at every
     level hwpoison pages (reading them can machine-check) and logically offline pages.
-    counts[6] counts buddy blocks whose order is implausible (kept).
+    counts[COUNT_BAD_ORDER] counts buddy blocks whose order is implausible (kept).
     """
     cdef Py_ssize_t size = p[P_SIZE], i = 0, j, end, bit, nr
     cdef int64_t level = p[P_LEVEL], order, cls
@@ -144,6 +316,8 @@ def classify_pages(const uint8_t[::1] pages, Py_ssize_t npages, const int64_t[::
     cdef uint32_t mapcount
     cdef int64_t dtor
     cdef bint slab, cache, anon, hugetlb, buddy, unaccepted, hugetlb_flag
+    if npages * size > pages.shape[0]:
+        raise ValueError("struct pages run past the end of the buffer")
     with nogil:
         while i < npages:
             page = &pages[i * size]
@@ -157,9 +331,9 @@ def classify_pages(const uint8_t[::1] pages, Py_ssize_t npages, const int64_t[::
             hugetlb_flag = False
             if flags & <uint64_t>p[P_HEAD_MASK] and i + 1 < npages:
                 tail = page + size
-                if p[P_ORDER_MODE] == 1:
+                if p[P_ORDER_MODE] == M_ORDER_U8:
                     order = tail[p[P_ORDER]]
-                elif p[P_ORDER_MODE] == 2:
+                elif p[P_ORDER_MODE] == M_ORDER_FLAGS_BYTE:
                     order = u64(tail + p[P_FLAGS]) & 0xFF
                 if p[P_DTOR] >= 0:
                     dtor = tail[p[P_DTOR]]
@@ -178,20 +352,20 @@ def classify_pages(const uint8_t[::1] pages, Py_ssize_t npages, const int64_t[::
             cls = C_KEEP
             if head & 1:
                 pass  # a compound tail: excluded with its head or kept
-            elif level & 16 and buddy:
+            elif level & L_FREE and buddy:
                 if private < <uint64_t>p[P_MAX_ORDER]:
                     nr = <Py_ssize_t>1 << private
                     cls = C_FREE
                 else:
                     counts[C_BAD_ORDER] += 1
-            elif level & 16 and unaccepted:
+            elif level & L_FREE and unaccepted:
                 nr = <Py_ssize_t>1 << (p[P_MAX_ORDER] - 1)
                 cls = C_FREE
-            elif level & 2 and cache and not flag(flags, p[P_PG_PRIVATE]) and not anon:
+            elif level & L_CACHE and cache and not flag(flags, p[P_PG_PRIVATE]) and not anon:
                 cls = C_CACHE
-            elif level & 4 and cache and not anon:
+            elif level & L_CACHE_PRIVATE and cache and not anon:
                 cls = C_CACHE_PRIVATE if flag(flags, p[P_PG_PRIVATE]) else C_CACHE
-            elif level & 8 and (anon or hugetlb):
+            elif level & L_USER and (anon or hugetlb):
                 cls = C_USER
             elif flag(flags, p[P_HWPOISON]):
                 cls = C_HWPOISON
@@ -214,3 +388,4 @@ def classify_pages(const uint8_t[::1] pages, Py_ssize_t npages, const int64_t[::
 
 cdef extern from *:
     int __builtin_popcount(unsigned int) nogil
+    int __builtin_popcountll(unsigned long long) nogil

@@ -7,7 +7,9 @@ setup(
     description="Collects Linux crash dumps (/proc/vmcore) into kdump-compressed files",
     packages=find_packages(include=["collector", "collector.*"]),
     ext_modules=cythonize(
-        [Extension("collector._fastcopy", ["_fastcopy.pyx"], extra_compile_args=["-O3"])],
+        [Extension("collector._fastcopy", ["_fastcopy.pyx"], extra_compile_args=["-O3"],
+                   # makedumpfile's own compressors: libzstd (Debian libzstd-dev) and zlib.
+                   libraries=["zstd", "z"])],
         compiler_directives={"language_level": "3"},
     ),
     python_requires=">=3.9",

@@ -66,7 +66,7 @@ def write_report(out_dir: Path, context: Context, inputs: list[BenchInput], meas
     if scanner_results:
         lines += ["", "## Page scanner: compiled vs pure-Python twin", "",
                   "In process, on one real vmcore; best of 3 (1 with --quick). dumpable_bitmap includes reading "
-                  "the struct pages (the same Python code for both); find_zero_pages times only the call.", "",
+                  "the struct pages (the same Python code for both); clear_zero_pages times only the call.", "",
                   "| task | pages | compiled s | pure s | speed-up |", "|---|---:|---:|---:|---:|"]
         lines += [f"| {r.task} | {r.pages} | {r.compiled_seconds:.4f} | {r.pure_seconds:.3f} | {r.speedup:.1f}x |"
                   for r in scanner_results]

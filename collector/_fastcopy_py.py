@@ -1,46 +1,136 @@
 """Pure-Python twin of _fastcopy.pyx: the readable reference, used when the compiled module is
-missing or VMCORE_COLLECTOR_PURE_PYTHON=1. Same functions, same results."""
+missing or VMCORE_COLLECTOR_PURE_PYTHON=1. Same functions, same results (compressed bytes may
+differ where python-zstandard bundles another libzstd than the system's; sizes, zero flags and
+the pages they decompress to do not)."""
 
 from __future__ import annotations
 
-from typing import Any
+import struct
+import zlib
+from functools import partial
+from typing import Any, Callable
 
+from .compression import FLAG_ZLIB, FLAG_ZSTD, LEVEL_RANGES
+from .dump_level import DL_CACHE, DL_CACHE_PRIVATE, DL_FREE, DL_USER
 from .page_encoding import (CLASS_CACHE, CLASS_CACHE_PRIVATE, CLASS_FREE, CLASS_HWPOISON, CLASS_OFFLINE,
-                            CLASS_USER, ORDER_FLAGS_BYTE, ORDER_U8, PARAM_INDEX)
+                            CLASS_USER, COUNT_BAD_ORDER, ORDER_FLAGS_BYTE, ORDER_U8, PARAM_INDEX)
+
+# page_desc_t as the kdump format declares it (collector/formats/kdump.py PAGE_DESC; the
+# compiled module declares the same struct, tests/test_fastcopy.py pins them together).
+_PAGE_DESC = struct.Struct("<qIIQ")
+PAGE_DESC_SIZE = _PAGE_DESC.size
 
 
-def gather_pages(src: Any, bitmap: Any, first_bit: int, npages: int, page_size: int,
-                 dst: Any, pfns_out: Any, dst_index: int, first_pfn: int) -> tuple[int, int]:
-    """Copy the pages of ``src`` whose bit is set into ``dst`` from page slot ``dst_index``.
+class PageEncoder:
+    """Zero check and compression of pages, one independent frame each (every page
+    decompresses on its own to page_size bytes), stored as is when compressing does not make
+    it smaller. One encoder per thread: it owns its compression context."""
 
-    Page i of src (pfn ``first_pfn + i``) is selected by bit ``first_bit + i`` of ``bitmap``
-    (least significant bit first). ``src`` None means the source pages are all zeros. Stops when
-    dst is full. Returns (source pages consumed, pages copied).
-    """
-    capacity = len(dst) // page_size
+    def __init__(self, page_flag: int, level: int, page_size: int) -> None:
+        if page_flag not in (0, FLAG_ZLIB, FLAG_ZSTD):
+            raise ValueError(f"compression flag {page_flag:#x} is not one the encoder writes")
+        if page_flag:
+            low, high = LEVEL_RANGES["zstd" if page_flag == FLAG_ZSTD else "zlib"]
+            if not low <= level <= high:
+                raise ValueError(f"compression level {level} is not in {low}..{high}")
+        self.page_flag, self.level, self.page_size = page_flag, level, page_size
+        self._zero_page = bytes(page_size)
+        self._compress: Callable[[Any], bytes] | None = None
+        if page_flag == FLAG_ZSTD:
+            import zstandard
+
+            self._compress = zstandard.ZstdCompressor(level=level, write_checksum=False,
+                                                      write_content_size=True).compress
+        elif page_flag == FLAG_ZLIB:
+            self._compress = partial(zlib.compress, level=level)
+
+    def encode(self, src: Any, src_page: int, bitmap: Any, first_bit: int, npages: int, detect_zero: bool,
+               data: Any, sizes: Any, raw: Any) -> tuple[int, int, int, int]:
+        """Encode the pages whose bit is set among ``npages`` pages: page i is page
+        ``src_page + i`` of ``src`` (None: pages that read as zeros) and bit ``first_bit + i``
+        of ``bitmap``. For the n-th selected page, sizes[n] is its stored size (0: all zeros,
+        stored nowhere; only with detect_zero) and raw[n] 1 if it is stored as is; the stored
+        pages follow each other in ``data``. Stops early when sizes or data are full.
+
+        Returns (pages consumed, pages selected, bytes of data, zero pages).
+        """
+        ps = self.page_size
+        if len(raw) < len(sizes):
+            raise ValueError("raw is shorter than sizes")
+        if src is not None and (src_page < 0 or (src_page + npages) * ps > len(src)):
+            raise ValueError("pages run past the end of the source")
+        if first_bit < 0 or first_bit + npages > len(bitmap) * 8:
+            raise ValueError("pages run past the end of the bitmap")
+        view = None if src is None else memoryview(src)
+        i = n = pos = nzero = 0
+        while i < npages:
+            bit = first_bit + i
+            if not bitmap[bit >> 3] >> (bit & 7) & 1:
+                i += 1
+                continue
+            if n == len(sizes) or pos + ps > len(data):
+                break
+            page = self._zero_page if view is None else view[(src_page + i) * ps:(src_page + i + 1) * ps]
+            raw[n] = 0
+            if detect_zero and page == self._zero_page:
+                sizes[n] = 0
+                nzero += 1
+            else:
+                frame = self._compress(page) if self._compress else b""
+                if not 0 < len(frame) < ps:  # not smaller: stored as is, as makedumpfile does
+                    frame, raw[n] = page, 1
+                data[pos:pos + len(frame)] = frame
+                sizes[n] = len(frame)
+                pos += len(frame)
+            n += 1
+            i += 1
+        return i, n, pos, nzero
+
+
+def clear_zero_pages(src: Any, src_page: int, bitmap: Any, first_bit: int, npages: int, page_size: int) -> int:
+    """Clear the bit of each selected page that is all zeros (page i is page src_page + i of
+    src, None: all zeros, and bit first_bit + i); return how many were cleared."""
+    if src is not None and (src_page < 0 or (src_page + npages) * page_size > len(src)):
+        raise ValueError("pages run past the end of the source")
+    if first_bit < 0 or first_bit + npages > len(bitmap) * 8:
+        raise ValueError("pages run past the end of the bitmap")
+    view = None if src is None else memoryview(src)
     zero_page = bytes(page_size)
-    i = copied = 0
-    while i < npages and dst_index + copied < capacity:
-        bit = first_bit + i
-        if bitmap[bit >> 3] & (1 << (bit & 7)):
-            slot = (dst_index + copied) * page_size
-            dst[slot:slot + page_size] = zero_page if src is None else src[i * page_size:(i + 1) * page_size]
-            pfns_out[dst_index + copied] = first_pfn + i
-            copied += 1
-        i += 1
-    return i, copied
-
-
-def find_zero_pages(buf: Any, npages: int, page_size: int, flags: Any) -> int:
-    """Set flags[i] to 1 where page i of buf is all zeros, else 0; return the zero count."""
-    zero_page = bytes(page_size)
-    view = memoryview(buf)
-    nzero = 0
+    cleared = 0
     for i in range(npages):
-        is_zero = view[i * page_size:(i + 1) * page_size] == zero_page
-        flags[i] = int(is_zero)
-        nzero += is_zero
-    return nzero
+        bit = first_bit + i
+        if not bitmap[bit >> 3] >> (bit & 7) & 1:
+            continue
+        if view is None or view[(src_page + i) * page_size:(src_page + i + 1) * page_size] == zero_page:
+            bitmap[bit >> 3] &= ~(1 << (bit & 7)) & 0xFF
+            cleared += 1
+    return cleared
+
+
+def kdump_descs(sizes: Any, raw: Any, count: int, data_offset: int, zero_offset: int, page_size: int,
+                page_flag: int, out: Any) -> None:
+    """Pack the page_desc of ``count`` encoded pages (PageEncoder.encode's sizes and raw) into
+    out: stored pages at data_offset onwards, back to back; zero pages point at zero_offset."""
+    if len(out) < count * PAGE_DESC_SIZE or len(sizes) < count or len(raw) < count:
+        raise ValueError("buffers too short for the descriptors")
+    for i in range(count):
+        if sizes[i] == 0:
+            _PAGE_DESC.pack_into(out, i * PAGE_DESC_SIZE, zero_offset, page_size, 0, 0)
+        else:
+            _PAGE_DESC.pack_into(out, i * PAGE_DESC_SIZE, data_offset, sizes[i], 0 if raw[i] else page_flag, 0)
+            data_offset += sizes[i]
+
+
+def span_end(bitmap: Any, start: int, end: int, max_set: int) -> int:
+    """The bit after the ``max_set``-th set bit at or after ``start``, or ``end`` if there are
+    fewer: [start, span_end) holds at most max_set selected pages."""
+    seen = 0
+    for bit in range(start, end):
+        if bitmap[bit >> 3] >> (bit & 7) & 1:
+            seen += 1
+            if seen == max_set:
+                return bit + 1
+    return end
 
 
 def count_bits(bitmap: Any, start: int, end: int) -> int:
@@ -72,7 +162,7 @@ def classify_pages(pages: Any, npages: int, p: Any, bitmap: Any, first_bit: int,
     The order of the tests is makedumpfile's: compound tails go with their head; free buddy
     blocks and unaccepted memory (free); cache without private; all cache; user data; at every
     level hwpoison pages (reading them can machine-check) and logically offline pages.
-    counts[6] counts buddy blocks whose order is implausible (kept).
+    counts[COUNT_BAD_ORDER] counts buddy blocks whose order is implausible (kept).
     """
     q = {name: p[index] for name, index in PARAM_INDEX.items()}
     size, level = q["struct_size"], q["dump_level"]
@@ -119,18 +209,18 @@ def classify_pages(pages: Any, npages: int, p: Any, bitmap: Any, first_bit: int,
         cls = None
         if head & 1:
             pass  # a compound tail: excluded with its head or kept
-        elif level & 16 and buddy:
+        elif level & DL_FREE and buddy:
             if private < q["max_order"]:
                 nr, cls = 1 << private, CLASS_FREE
             else:
-                counts[6] += 1
-        elif level & 16 and unaccepted:
+                counts[COUNT_BAD_ORDER] += 1
+        elif level & DL_FREE and unaccepted:
             nr, cls = 1 << (q["max_order"] - 1), CLASS_FREE
-        elif level & 2 and cache and not flag(flags, q["pg_private"]) and not anon:
+        elif level & DL_CACHE and cache and not flag(flags, q["pg_private"]) and not anon:
             cls = CLASS_CACHE
-        elif level & 4 and cache and not anon:
+        elif level & DL_CACHE_PRIVATE and cache and not anon:
             cls = CLASS_CACHE_PRIVATE if flag(flags, q["pg_private"]) else CLASS_CACHE
-        elif level & 8 and (anon or hugetlb):
+        elif level & DL_USER and (anon or hugetlb):
             cls = CLASS_USER
         elif flag(flags, q["pg_hwpoison"]):
             cls = CLASS_HWPOISON

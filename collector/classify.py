@@ -15,20 +15,20 @@ from typing import Callable
 from . import fastcopy
 from .kernel import KernelMemory, TranslationError
 from .mm import MemMapError, SectionMemMap
-from .page_encoding import CLASS_NAMES, PageEncoding
+from .page_encoding import CLASS_NAMES, COUNT_BAD_ORDER, NUM_COUNTS, PageEncoding
 from .vmcore import PhysicalMemory, Vmcore
 
-DL_ZERO = 1
-DL_CACHE = 2
-DL_CACHE_PRIVATE = 4
-DL_USER = 8
-DL_FREE = 16
-MAX_DUMP_LEVEL = 31
-STRUCT_PAGE_LEVELS = DL_CACHE | DL_CACHE_PRIVATE | DL_USER | DL_FREE
+from .dump_level import DL_ZERO, MAX_DUMP_LEVEL, STRUCT_PAGE_LEVELS
+
+__all__ = ["DL_ZERO", "MAX_DUMP_LEVEL", "PageClassifier", "PageCounts"]
 
 # pfns per classification window: 4 Mi pfns = 512 KiB per bitmap (makedumpfile allows up to
 # 4 MiB of bitmap per cycle). A multiple of the section size, so no window splits a section.
 WINDOW_PFNS = 1 << 22
+# The 2nd bitmaps of the first windows are kept for the page pass, up to this much (the pfns
+# of 128 GiB of 4 KiB pages); past it they are built again from the struct pages, as
+# makedumpfile's cyclic mode does, so memory stays bounded on any machine.
+BITMAP_CACHE_BYTES = 4 << 20
 
 
 @dataclass
@@ -60,6 +60,8 @@ class PageClassifier:
         self._warned: set[str] = set()
         self.mem_map: SectionMemMap | None = None
         self.params: array | None = None
+        self._cached: dict[tuple[int, int], bytes] = {}
+        self._cached_bytes = 0
         self._setup_struct_pages(vmcore)
 
     def _setup_struct_pages(self, vmcore: Vmcore) -> None:
@@ -107,25 +109,35 @@ class PageClassifier:
 
         Pages excluded per class are added to ``counts`` when given (once per dump).
         """
+        cached = self._cached.get((start, end))
+        if cached is not None:
+            return bytearray(cached)
         bitmap = self.present_bitmap(start, end)
         if self.mem_map is None or self.params is None:
             return bitmap
-        class_counts = array("q", bytes(8 * 7))
+        class_counts = array("q", bytes(8 * NUM_COUNTS))
         section_pages = self.mem_map.pages_per_section
         for section_start in range(start - start % section_pages, end, section_pages):
             lo, hi = max(section_start, start), min(section_start + section_pages, end)
             if not fastcopy.count_bits(bitmap, lo - start, hi - start):
                 continue  # a hole: no page of it is in the dump anyway
             try:
-                pages = self.mem_map.read_struct_pages(lo, hi - lo)
+                pages = self.mem_map.struct_pages(lo, hi - lo)
             except MemMapError as e:
                 self.warn_once(f"{e}: its pages are kept")
                 continue
-            fastcopy.classify_pages(pages, hi - lo, self.params, bitmap, lo - start, lo, class_counts)
-        if class_counts[6]:
-            self.warn_once(f"free page block with an implausible order: kept ({class_counts[6]} in window {start:#x})")
+            try:
+                fastcopy.classify_pages(pages.view, hi - lo, self.params, bitmap, lo - start, lo, class_counts)
+            finally:
+                pages.close()
+        if class_counts[COUNT_BAD_ORDER]:
+            self.warn_once(f"free page block with an implausible order: kept "
+                           f"({class_counts[COUNT_BAD_ORDER]} in window {start:#x})")
         if counts is not None:
             counts.add(class_counts)
+        if self._cached_bytes + len(bitmap) <= BITMAP_CACHE_BYTES:
+            self._cached[(start, end)] = bytes(bitmap)
+            self._cached_bytes += len(bitmap)
         return bitmap
 
 

@@ -23,8 +23,10 @@ else:
               "using the pure-Python one (slower)", file=sys.stderr)
         impl = _fastcopy_py
 
-gather_pages = impl.gather_pages
-find_zero_pages = impl.find_zero_pages
+PageEncoder = impl.PageEncoder
+kdump_descs = impl.kdump_descs
+span_end = impl.span_end
+clear_zero_pages = impl.clear_zero_pages
 count_bits = impl.count_bits
 bit_runs = impl.bit_runs
 classify_pages = impl.classify_pages

@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 
 from .kernel import KernelMemory, TranslationError
+from .vmcore import MappedBytes, PhysicalMemory
 from .vmcoreinfo import VmcoreInfo
 
 # section_mem_map flag bits: SECTION_MARKED_PRESENT, SECTION_HAS_MEM_MAP, SECTION_IS_ONLINE,
@@ -70,13 +71,29 @@ class SectionMemMap:
             return None
         return coded & SECTION_MAP_MASK
 
-    def read_struct_pages(self, start_pfn: int, count: int) -> bytes:
-        """The struct pages of pfns [start_pfn, start_pfn + count), all in one section."""
+    def _struct_pages_vaddr(self, start_pfn: int) -> int:
         base = self.mem_map_base(start_pfn >> self.pfn_shift)
         if base is None:
             raise MemMapError(f"section of pfn {start_pfn:#x} has no mem_map")
-        vaddr = (base + start_pfn * self.page_struct_size) & 0xFFFFFFFFFFFFFFFF
+        return (base + start_pfn * self.page_struct_size) & 0xFFFFFFFFFFFFFFFF
+
+    def read_struct_pages(self, start_pfn: int, count: int) -> bytes:
+        """The struct pages of pfns [start_pfn, start_pfn + count), all in one section."""
         try:
-            return self.kernel.read(vaddr, count * self.page_struct_size)
+            return self.kernel.read(self._struct_pages_vaddr(start_pfn), count * self.page_struct_size)
         except TranslationError as e:
             raise MemMapError(f"struct pages of pfn {start_pfn:#x}: {e}") from None
+
+    def struct_pages(self, start_pfn: int, count: int) -> MappedBytes:
+        """The same bytes as read_struct_pages, mapped from the vmcore without a copy where
+        they are physically contiguous in it (vmemmap maps a section's in one 2 MiB page);
+        close() the result."""
+        vaddr, length = self._struct_pages_vaddr(start_pfn), count * self.page_struct_size
+        try:
+            paddr, mapped = self.kernel.translate(vaddr)
+        except TranslationError as e:
+            raise MemMapError(f"struct pages of pfn {start_pfn:#x}: {e}") from None
+        memory = self.kernel.memory
+        if mapped >= length and isinstance(memory, PhysicalMemory):
+            return memory.view(paddr, length)
+        return MappedBytes(memoryview(self.read_struct_pages(start_pfn, count)), None)

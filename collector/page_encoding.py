@@ -16,6 +16,9 @@ from .vmcoreinfo import VmcoreInfo
 # Classes a page can be excluded as; index into the counts array of classify_pages.
 CLASS_NAMES = ("cache", "cache_private", "user", "free", "hwpoison", "offline")
 (CLASS_CACHE, CLASS_CACHE_PRIVATE, CLASS_USER, CLASS_FREE, CLASS_HWPOISON, CLASS_OFFLINE) = range(6)
+# One more counter after the classes: free blocks whose buddy order is implausible (kept).
+COUNT_BAD_ORDER = len(CLASS_NAMES)
+NUM_COUNTS = COUNT_BAD_ORDER + 1
 
 # Where the order of a compound page is kept (read from its first tail page).
 ORDER_NONE = 0        # unknown: compound pages are classified page by page

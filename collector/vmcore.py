@@ -10,12 +10,13 @@ import resource
 from dataclasses import dataclass
 from typing import Iterator
 
-from . import elf
+from . import elf, fastcopy
 from .errors import InputError
 from .vmcoreinfo import VmcoreInfo
 
 # Size of one mmap window over the vmcore (makedumpfile maps 4 MiB at a time). Reading
 # /proc/vmcore with small read() calls maps and unmaps one page per call: slow on real machines.
+# The page pipeline keeps a few windows mapped while threads encode them.
 MAP_WINDOW_BYTES = 8 << 20
 
 # x86_64 kernel text is mapped at __START_KERNEL_map + (paddr - phys_base).
@@ -72,30 +73,57 @@ class VmcoreFile:
             raise InputError(f"{self.path}: short read at offset {offset} ({len(data)} of {length} bytes)")
         return data
 
+    def map(self, offset: int, length: int) -> "MappedBytes":
+        """File bytes [offset, offset+length) mapped read-only (read with pread where the file
+        refuses mmap, e.g. a pipe); close() the result when done."""
+        start = offset - offset % mmap.ALLOCATIONGRANULARITY
+        if self._mmap_ok:
+            try:
+                mapped = mmap.mmap(self.fd, length + offset - start, mmap.MAP_SHARED, mmap.PROT_READ, offset=start)
+            except (OSError, ValueError):
+                self._mmap_ok = False  # e.g. a pipe or a file system without mmap
+            else:
+                return MappedBytes(memoryview(mapped)[offset - start:], mapped)
+        return MappedBytes(memoryview(self.pread(offset, length)), None)
+
     @contextlib.contextmanager
     def window(self, offset: int, length: int) -> Iterator[memoryview]:
         """A read-only view of file bytes [offset, offset+length); release it before the next."""
-        start = offset - offset % mmap.ALLOCATIONGRANULARITY
-        mapped = None
-        if self._mmap_ok:
-            try:
-                mapped = mmap.mmap(self.fd, length + offset - start, mmap.MAP_SHARED,
-                                   mmap.PROT_READ, offset=start)
-            except (OSError, ValueError):
-                self._mmap_ok = False  # e.g. a pipe or a file system without mmap
-        if mapped is None:
-            view = memoryview(self.pread(offset, length))
-            try:
-                yield view
-            finally:
-                view.release()
-            return
-        view = memoryview(mapped)[offset - start:]
+        mapped = self.map(offset, length)
         try:
-            yield view
+            yield mapped.view
         finally:
-            view.release()
             mapped.close()
+
+
+class MappedBytes:
+    """A read-only view of vmcore bytes, mapped or read; close() unmaps (no view may outlive it)."""
+
+    def __init__(self, view: memoryview, mapping: mmap.mmap | None) -> None:
+        self.view = view
+        self._mapping = mapping
+
+    def close(self) -> None:
+        self.view.release()
+        if self._mapping is not None:
+            self._mapping.close()
+
+
+@dataclass
+class SourceWindow:
+    """Pages [first_pfn, first_pfn + npages) of physical memory for the page pipeline:
+    ``source`` holds them back to back (mapped from the vmcore, or read), or is None when
+    they read as zeros. Kept open until close(), so workers can read it while others are
+    mapped."""
+
+    first_pfn: int
+    npages: int
+    source: memoryview | bytes | None
+    _mapped: MappedBytes | None = None
+
+    def close(self) -> None:
+        if self._mapped is not None:
+            self._mapped.close()
 
 
 class PhysicalMemory:
@@ -112,10 +140,10 @@ class PhysicalMemory:
         self.segments = segments
         self.max_mapnr = max((-(-(s.paddr + s.memsz) // page_size) for s in segments), default=0)
         self.runs = self._whole_page_runs()
-        run_starts = [r.start_pfn for r in self.runs]
+        self._run_starts = [r.start_pfn for r in self.runs]
 
         def covered(pfn: int) -> bool:
-            i = bisect.bisect_right(run_starts, pfn) - 1
+            i = bisect.bisect_right(self._run_starts, pfn) - 1
             return i >= 0 and pfn < self.runs[i].end_pfn
 
         self.partial_pfns = sorted({pfn for pfn in self._edge_pfns() if not covered(pfn)})
@@ -162,6 +190,44 @@ class PhysicalMemory:
             if lo < hi:
                 out[lo - paddr:hi - paddr] = self.file.pread(seg.offset + lo - seg.paddr, hi - lo)
         return bytes(out)
+
+    def view(self, paddr: int, length: int) -> MappedBytes:
+        """Bytes of physical memory without a copy where one run of whole pages in the file
+        holds them all (struct pages: a section's are one 2 MiB vmemmap page), else read."""
+        ps = self.page_size
+        i = bisect.bisect_right(self._run_starts, paddr // ps) - 1
+        if i >= 0:
+            run = self.runs[i]
+            if run.file_offset is not None and paddr + length <= run.end_pfn * ps:
+                return self.file.map(run.file_offset + paddr - run.start_pfn * ps, length)
+        return MappedBytes(memoryview(self.read(paddr, length)), None)
+
+    def windows(self, start: int, end: int, bitmap: bytes | bytearray) -> Iterator[SourceWindow]:
+        """The pages of [start, end) in pfn order, at most MAP_WINDOW_BYTES at a time, leaving
+        out pieces in which no bit (pfn - start) of ``bitmap`` is set. The caller closes each."""
+        ps = self.page_size
+        pieces: list[tuple[int, int, int | None | bytes]] = []
+        for run in self.runs:
+            lo, hi = max(run.start_pfn, start), min(run.end_pfn, end)
+            if lo < hi:
+                offset = None if run.file_offset is None else run.file_offset + (lo - run.start_pfn) * ps
+                pieces.append((lo, hi - lo, offset))
+        # A page only partly in the file: read through the slow path (a handful per vmcore).
+        pieces.extend((pfn, 1, b"") for pfn in self.partial_pfns if start <= pfn < end)
+        step = MAP_WINDOW_BYTES // ps
+        for first_pfn, npages, source in sorted(pieces, key=lambda p: p[0]):
+            for lo in range(first_pfn, first_pfn + npages, step):
+                n = min(step, first_pfn + npages - lo)
+                if not fastcopy.count_bits(bitmap, lo - start, lo - start + n):
+                    continue
+                if source == b"":
+                    yield SourceWindow(lo, n, self.read(lo * ps, ps))
+                elif source is None:
+                    yield SourceWindow(lo, n, None)
+                else:
+                    assert isinstance(source, int)
+                    mapped = self.file.map(source + (lo - first_pfn) * ps, n * ps)
+                    yield SourceWindow(lo, n, mapped.view, mapped)
 
 
 class Vmcore:

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from collector.pipeline import BATCH_PAGES
+from collector.pipeline import SPAN_PAGES
 from tests.conftest import run_save
 from tests.dumpcheck import check_kdump
 from tests.vmcore_factory import OSRELEASE, PAGE_SIZE, SegmentSpec, build_vmcore, expected_memory, vmcoreinfo_text
@@ -128,10 +128,10 @@ def test_help_fits_an_80x24_console_and_names_every_option():
 
 
 def test_compression_threads_do_not_change_the_dump(tmp_path):
-    # Several batches, so that with threads one batch is compressed while the next is read into
-    # the other buffer; zero pages and all-zero stretches mixed in, as in real memory.
-    pages = [os.urandom(PAGE_SIZE // 2) * 2 if i % 7 else bytes(PAGE_SIZE) for i in range(BATCH_PAGES * 3 + 100)]
-    pages[BATCH_PAGES:2 * BATCH_PAGES] = [bytes(PAGE_SIZE)] * BATCH_PAGES
+    # More spans than the two threads have slots, so spans are encoded out of order and slots
+    # reused; zero pages and all-zero stretches mixed in, as in real memory.
+    pages = [os.urandom(PAGE_SIZE // 2) * 2 if i % 7 else bytes(PAGE_SIZE) for i in range(SPAN_PAGES * 7 + 100)]
+    pages[SPAN_PAGES:2 * SPAN_PAGES] = [bytes(PAGE_SIZE)] * SPAN_PAGES
     segments = [SegmentSpec(0x100000, b"".join(pages))]
     path = tmp_path / "vmcore"
     path.write_bytes(build_vmcore(segments, vmcoreinfo_text()))

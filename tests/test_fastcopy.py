@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import random
+import zlib
 from array import array
 
 import pytest
@@ -10,6 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from collector import _fastcopy_py, fastcopy
+from collector.compression import DEFAULT_LEVEL, FLAG_ZSTD, LEVEL_RANGES, METHODS, PAGE_FLAGS
+from collector.formats.kdump import PAGE_DESC
 
 try:
     from collector import _fastcopy as compiled
@@ -47,39 +52,127 @@ def page_buffers(draw):
     return pages
 
 
-@given(pages=page_buffers())
-def test_find_zero_pages_agrees(pages):
-    buf = b"".join(pages)
-    results = []
-    for impl in IMPLS:
-        flags = bytearray(len(pages))
-        n = impl.find_zero_pages(buf, len(pages), PS, flags)
-        results.append((n, bytes(flags)))
-    assert results[0] == (sum(p == bytes(PS) for p in pages), bytes(int(p == bytes(PS)) for p in pages))
-    assert all(r == results[0] for r in results)
+def decompress(flag, frame):
+    if flag == FLAG_ZSTD:
+        import zstandard
+
+        return zstandard.ZstdDecompressor().decompress(frame)
+    return zlib.decompress(frame)
 
 
 @given(pages=page_buffers(), bits=st.binary(min_size=6, max_size=6), first_bit=st.integers(0, 7),
-       capacity=st.integers(1, 50), dst_index=st.integers(0, 3), zero_source=st.booleans())
-def test_gather_pages_agrees(pages, bits, first_bit, capacity, dst_index, zero_source):
+       capacity=st.integers(1, 50), zero_source=st.booleans(), detect_zero=st.booleans(),
+       method=st.sampled_from(METHODS), page_size=st.sampled_from([PS, 4096]))
+def test_encoded_pages_decompress_to_the_selected_pages_in_both_twins(pages, bits, first_bit, capacity, zero_source,
+                                                                     detect_zero, method, page_size):
+    if page_size != PS:  # real pages: compressible ones, so that frames are stored too
+        pages = [(page * (page_size // PS)) for page in pages]
     npages = min(len(pages), 40)
     bitmap = bits * 2
     src = None if zero_source else b"".join(pages)
+    flag = PAGE_FLAGS[method]
     results = []
     for impl in IMPLS:
-        dst = bytearray(capacity * PS)
-        pfns = array("Q", bytes(8 * capacity))
-        dst_index_clamped = min(dst_index, capacity - 1)
-        consumed, copied = impl.gather_pages(src, bitmap, first_bit, npages, PS, dst, pfns,
-                                             dst_index_clamped, 1000)
-        results.append((consumed, copied, bytes(dst), pfns.tolist()))
-    consumed, copied, dst, pfns = results[0]
-    selected = [i for i in range(npages) if bitmap[(first_bit + i) >> 3] >> ((first_bit + i) & 7) & 1]
-    assert copied == min(len(selected), capacity - min(dst_index, capacity - 1))
-    for slot, i in enumerate(selected[:copied]):
-        start = (min(dst_index, capacity - 1) + slot) * PS
-        assert dst[start:start + PS] == (bytes(PS) if zero_source else pages[i])
-    assert all(r == results[0] for r in results)
+        encoder = impl.PageEncoder(flag, DEFAULT_LEVEL if flag else 0, page_size)
+        data, sizes, raw = bytearray(capacity * page_size), array("I", bytes(4 * capacity)), bytearray(capacity)
+        consumed, count, nbytes, nzero = encoder.encode(src, 0, bitmap, first_bit, npages, detect_zero, data,
+                                                        sizes, raw)
+        results.append((consumed, count, nbytes, nzero, sizes.tolist()[:count], bytes(raw[:count]),
+                        bytes(data[:nbytes])))
+        selected = [i for i in range(consumed) if bitmap[(first_bit + i) >> 3] >> ((first_bit + i) & 7) & 1]
+        assert count == len(selected) <= capacity
+        assert consumed == npages or count == capacity
+        pos = 0
+        for n, i in enumerate(selected):
+            page = bytes(page_size) if zero_source else pages[i]
+            if sizes[n] == 0:
+                assert detect_zero and page == bytes(page_size)
+                continue
+            stored = bytes(data[pos:pos + sizes[n]])
+            pos += sizes[n]
+            assert (stored if raw[n] else decompress(flag, stored)) == page
+            assert raw[n] or (flag and sizes[n] < page_size)
+        assert pos == nbytes and nzero == sizes.tolist()[:count].count(0)
+    # The twins agree on what is selected and what is zero; on the bytes too where they share
+    # the compressor (zlib, none; python-zstandard may bundle another libzstd).
+    same = (lambda r: r) if method != "zstd" else (lambda r: (r[0], r[1], r[3], [size == 0 for size in r[4]]))
+    assert all(same(r) == same(results[0]) for r in results)
+
+
+@pytest.mark.skipif(compiled is None, reason="compiled module not built")
+def test_compiled_zstd_frames_are_makedumpfiles_ZSTD_compressCCtx_level_1():
+    libzstd = ctypes.CDLL(ctypes.util.find_library("zstd"))
+    libzstd.ZSTD_createCCtx.restype = ctypes.c_void_p
+    libzstd.ZSTD_compressCCtx.restype = ctypes.c_size_t
+    libzstd.ZSTD_compressCCtx.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p,
+                                          ctypes.c_size_t, ctypes.c_int]
+    cctx = libzstd.ZSTD_createCCtx()
+    rng = random.Random(1)
+    pages = [bytes(rng.randrange(4) for _ in range(4096)), b"ab" * 2048, rng.randbytes(2048) * 2]
+    encoder = compiled.PageEncoder(FLAG_ZSTD, 1, 4096)
+    data, sizes, raw = bytearray(3 * 4096), array("I", bytes(12)), bytearray(3)
+    encoder.encode(b"".join(pages), 0, b"\x07", 0, 3, False, data, sizes, raw)
+    pos = 0
+    for n, page in enumerate(pages):
+        out = ctypes.create_string_buffer(8192)  # room for any frame: capacity must not matter
+        size = libzstd.ZSTD_compressCCtx(cctx, out, 8192, page, 4096, 1)
+        assert not raw[n] and data[pos:pos + sizes[n]] == out.raw[:size]
+        pos += sizes[n]
+
+
+def test_encoder_refuses_levels_its_compressor_does_not_have():
+    for impl in IMPLS:
+        for method, (low, high) in LEVEL_RANGES.items():
+            for level in (low - 1, high + 1):
+                with pytest.raises(ValueError, match="level"):
+                    impl.PageEncoder(PAGE_FLAGS[method], level, PS)
+
+
+@given(sizes=st.lists(st.integers(0, PS), max_size=30), data_offset=st.integers(0, 2**40),
+       zero_offset=st.integers(0, 2**40))
+def test_kdump_descs_are_the_formats_page_desc_in_both_twins(sizes, data_offset, zero_offset):
+    raw = bytes(int(size == PS) for size in sizes)
+    packed = []
+    for impl in IMPLS:
+        out = bytearray(len(sizes) * PAGE_DESC.size)
+        impl.kdump_descs(array("I", sizes), raw, len(sizes), data_offset, zero_offset, PS, FLAG_ZSTD, out)
+        packed.append(bytes(out))
+    expected = bytearray()
+    for size in sizes:
+        if size == 0:
+            expected += PAGE_DESC.pack(zero_offset, PS, 0, 0)
+        else:
+            expected += PAGE_DESC.pack(data_offset, size, 0 if size == PS else FLAG_ZSTD, 0)
+            data_offset += size
+    assert all(p == bytes(expected) for p in packed)
+
+
+@given(bitmap=st.binary(max_size=40), data=st.data())
+def test_span_end_leaves_at_most_max_set_pages_in_a_span(bitmap, data):
+    nbits = len(bitmap) * 8
+    start = data.draw(st.integers(0, nbits))
+    end = data.draw(st.integers(start, nbits))
+    max_set = data.draw(st.integers(1, 70))
+    selected = [b for b in range(start, end) if bitmap[b >> 3] >> (b & 7) & 1]
+    expected = selected[max_set - 1] + 1 if len(selected) >= max_set else end
+    assert all(impl.span_end(bitmap, start, end, max_set) == expected for impl in IMPLS)
+
+
+@given(pages=page_buffers(), bits=st.binary(min_size=6, max_size=6), first_bit=st.integers(0, 7),
+       zero_source=st.booleans())
+def test_clear_zero_pages_clears_exactly_the_selected_zero_pages(pages, bits, first_bit, zero_source):
+    npages = min(len(pages), 40)
+    src = None if zero_source else b"".join(pages)
+    expected = bytearray(bits)
+    for i in range(npages):
+        bit = first_bit + i
+        if zero_source or pages[i] == bytes(PS):
+            expected[bit >> 3] &= ~(1 << (bit & 7)) & 0xFF
+    for impl in IMPLS:
+        bitmap = bytearray(bits)
+        cleared = impl.clear_zero_pages(src, 0, bitmap, first_bit, npages, PS)
+        assert bitmap == expected
+        assert cleared == impl.count_bits(bits, 0, 48) - impl.count_bits(expected, 0, 48)
 
 
 @given(bitmap=st.binary(max_size=40), data=st.data())
@@ -93,10 +186,3 @@ def test_count_bits_and_bit_runs_agree(bitmap, data):
         runs = impl.bit_runs(bitmap, start, end)
         assert [b for lo, hi in runs for b in range(lo, hi)] == expected
         assert all(hi < lo2 for (_, hi), (lo2, _) in zip(runs, runs[1:]))
-
-
-@pytest.mark.skipif(compiled is None, reason="compiled module not built")
-def test_compiled_module_handles_real_page_size():
-    buf = bytes(4096) + b"\x01" + bytes(4095)
-    flags = bytearray(2)
-    assert compiled.find_zero_pages(buf, 2, 4096, flags) == 1 and flags == b"\x01\x00"

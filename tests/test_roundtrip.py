@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from collector.formats import flat
 from tests.dumpcheck import check_elf, check_kdump
 from tests.strategies import segment_layouts
-from tests.vmcore_factory import PAGE_SIZE, build_vmcore, expected_memory, vmcoreinfo_text
+from tests.vmcore_factory import PAGE_SIZE, SegmentSpec, build_vmcore, expected_memory, vmcoreinfo_text
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -38,7 +38,10 @@ def test_kdump_pages_equal_source(tmp_path_factory, save, segments, dump_level, 
 
 @settings(max_examples=20)
 @given(segments=segment_layouts(), dump_level=st.sampled_from([0, 1]))
-def test_elf_pages_equal_source(tmp_path_factory, save, segments, dump_level):
+# Found by hypothesis: a vmcore whose only segment is all zero pages left no PT_LOAD at -d 1.
+@example(segments=[SegmentSpec(paddr=0, data=bytes(2 * PAGE_SIZE), vaddr=0xFFFF888000000000, extra_memsz=0)],
+         dump_level=1)
+def test_elf_pages_equal_source_and_excluded_pages_read_as_zeros(tmp_path_factory, save, segments, dump_level):
     tmp = tmp_path_factory.mktemp("elf")
     vmcore = write_vmcore(tmp, segments)
     out = str(tmp / "dump.elf")
@@ -66,8 +69,6 @@ def test_flat_stream_rearranges_to_the_same_kdump_file(tmp_path_factory, save, s
 
 def test_program_headers_anywhere_and_pn_xnum(tmp_path, save):
     """QEMU puts program headers at unusual offsets; >65535 headers use PN_XNUM."""
-    from tests.vmcore_factory import SegmentSpec
-
     data = os.urandom(3 * PAGE_SIZE) + bytes(PAGE_SIZE)
     segments = [SegmentSpec(0x100000, data)]
     for kwargs in ({"phoff": 192}, {"force_xnum": True}):
@@ -79,8 +80,6 @@ def test_program_headers_anywhere_and_pn_xnum(tmp_path, save):
 
 def test_many_segments_need_pn_xnum_in_elf_output(tmp_path, save):
     """An ELF dump with more than 65535 kept runs writes e_phnum = PN_XNUM; readers follow."""
-    from tests.vmcore_factory import SegmentSpec
-
     # Alternating zero and non-zero pages: at dump level 1 every non-zero page is its own run.
     page = b"\x5a" * PAGE_SIZE
     data = (page + bytes(PAGE_SIZE)) * 66000

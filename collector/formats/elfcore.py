@@ -1,10 +1,13 @@
 """ELF core output (makedumpfile -E): the vmcore's notes and its dumpable pages as PT_LOADs.
 
-Each source PT_LOAD is cut into runs of kept pages, so overlapping source segments (the
-kexec_load kernel-text segment) stay as they were and readers still find the kernel text
-mapping. With dump level bit 1 zero pages are left out as well, which needs the pages read
-before the program headers can be sized: the ELF format costs one more pass over memory than
-the kdump format.
+Every byte of every source PT_LOAD is still described: each is cut into runs of kept pages,
+and a run's PT_LOAD also covers the excluded pages up to the next run (p_memsz > p_filesz), as
+makedumpfile -E does, so readers read zeros there rather than failing to find the address
+(drgn: "could not find physical memory segment"), and a segment with no kept page at all is
+one PT_LOAD without file bytes. Overlapping source segments (the kexec_load kernel-text
+segment) stay as they were, so readers still find the kernel text mapping. With dump level
+bit 1 zero pages are left out of the file too, which needs the pages read before the program
+headers can be sized: the ELF format costs one more pass over memory than the kdump format.
 """
 
 from __future__ import annotations
@@ -14,59 +17,72 @@ from typing import Iterator
 
 from .. import elf, fastcopy
 from ..classify import DL_ZERO, PageClassifier, PageCounts
-from ..pipeline import PageReader
+from ..progress import Progress
 from ..sink import Sink
 from ..vmcore import Segment, Vmcore
-from ..progress import Progress
 from .kdump import FLUSH_BYTES, TARGET_FULL_ERRNOS, DumpResult
 
 PF_RWX = 7
 
 
-def _kept_ranges(vmcore: Vmcore, classifier: PageClassifier,
-                 counts: PageCounts | None = None) -> Iterator[tuple[int, int, int]]:
-    """(segment index, first paddr, end paddr) of each run of kept bytes, same order each call.
+def _kept_bitmap(vmcore: Vmcore, classifier: PageClassifier, start: int, end: int,
+                 counts: PageCounts | None) -> bytearray:
+    """The window's 2nd bitmap without its zero pages when dump level bit 1 asks for that."""
+    kept = classifier.dumpable_bitmap(start, end, counts)
+    if counts is not None:
+        counts.present += fastcopy.count_bits(classifier.present_bitmap(start, end), 0, end - start)
+    if classifier.dump_level & DL_ZERO:
+        for window in vmcore.memory.windows(start, end, kept):
+            try:
+                zero = fastcopy.clear_zero_pages(window.source, 0, kept, window.first_pfn - start, window.npages,
+                                                 vmcore.page_size)
+            finally:
+                window.close()
+            if counts is not None:
+                counts.zero += zero
+    return kept
 
-    Pages per class are added to ``counts`` when given."""
+
+def _loads(vmcore: Vmcore, classifier: PageClassifier,
+           counts: PageCounts | None = None) -> Iterator[tuple[int, int, int, int]]:
+    """(segment index, paddr, filesz, memsz) of each PT_LOAD, the same each call: a run of
+    kept bytes (filesz) and the excluded bytes after it up to the next run (memsz), covering
+    each source segment whole. Pages per class are added to ``counts`` when given."""
     ps = vmcore.page_size
-    reader = PageReader(vmcore.memory, detect_zero=True)
-    pending: dict[int, tuple[int, int]] = {}
+    run: dict[int, tuple[int, int]] = {}  # segment index -> its last run of kept bytes, not yet out
     for start, end in classifier.windows():
-        kept = classifier.dumpable_bitmap(start, end, counts)
-        if counts is not None:
-            counts.present += fastcopy.count_bits(classifier.present_bitmap(start, end), 0, end - start)
-        if classifier.dump_level & DL_ZERO:
-            for batch in reader.batches(start, end, kept.copy()):
-                if counts is not None:
-                    counts.zero += batch.nzero
-                for i in range(batch.count):
-                    if batch.zero[i]:
-                        bit = batch.pfns[i] - start
-                        kept[bit >> 3] &= ~(1 << (bit & 7)) & 0xFF
+        kept = _kept_bitmap(vmcore, classifier, start, end, counts)
         for index, seg in enumerate(vmcore.segments):
-            seg_lo, seg_hi = seg.paddr // ps, -(-(seg.paddr + seg.memsz) // ps)
-            lo, hi = max(seg_lo, start), min(seg_hi, end)
+            lo, hi = max(seg.paddr // ps, start), min(-(-(seg.paddr + seg.memsz) // ps), end)
             if lo >= hi:
                 continue
             for run_lo, run_hi in fastcopy.bit_runs(kept, lo - start, hi - start):
                 paddr_lo = max((run_lo + start) * ps, seg.paddr)
                 paddr_hi = min((run_hi + start) * ps, seg.paddr + seg.memsz)
-                previous = pending.get(index)
-                if previous and previous[1] == paddr_lo:
-                    pending[index] = (previous[0], paddr_hi)
+                previous = run.get(index)
+                if previous is None:
+                    if paddr_lo > seg.paddr:  # excluded pages before the first run
+                        yield index, seg.paddr, 0, paddr_lo - seg.paddr
+                elif previous[1] == paddr_lo:  # the run goes on into this window
+                    run[index] = (previous[0], paddr_hi)
                     continue
-                if previous:
-                    yield index, *previous
-                pending[index] = (paddr_lo, paddr_hi)
-    for index, (lo, hi) in sorted(pending.items()):
-        yield index, lo, hi
+                else:
+                    yield index, previous[0], previous[1] - previous[0], paddr_lo - previous[0]
+                run[index] = (paddr_lo, paddr_hi)
+    for index, seg in enumerate(vmcore.segments):
+        seg_end = seg.paddr + seg.memsz
+        if index in run:
+            lo, hi = run[index]
+            yield index, lo, hi - lo, seg_end - lo
+        elif seg.memsz:  # not one page of it kept
+            yield index, seg.paddr, 0, seg.memsz
 
 
-def _load_phdr(seg: Segment, lo: int, offset: int, hi: int) -> bytes:
+def _load_phdr(seg: Segment, paddr: int, offset: int, filesz: int, memsz: int) -> bytes:
     return elf.ELF64_PHDR.build(
         p_type=elf.PT_LOAD, p_flags=PF_RWX, p_offset=offset,
-        p_vaddr=seg.vaddr + (lo - seg.paddr) if seg.vaddr else 0, p_paddr=lo,
-        p_filesz=hi - lo, p_memsz=hi - lo, p_align=0)
+        p_vaddr=seg.vaddr + (paddr - seg.paddr) if seg.vaddr else 0, p_paddr=paddr,
+        p_filesz=filesz, p_memsz=memsz, p_align=0)
 
 
 def write_elf(sink: Sink, vmcore: Vmcore, classifier: PageClassifier, progress: Progress) -> DumpResult:
@@ -74,7 +90,10 @@ def write_elf(sink: Sink, vmcore: Vmcore, classifier: PageClassifier, progress: 
     ps = vmcore.page_size
     started = time.monotonic()
     progress.start("layout", 1)
-    nloads = sum(1 for _ in _kept_ranges(vmcore, classifier, result.counts))
+    nloads = total = 0  # PT_LOADs, bytes of page data
+    for _, _, filesz, _ in _loads(vmcore, classifier, result.counts):
+        nloads += 1
+        total += filesz
     progress.finish()
     result.phases["layout"] = time.monotonic() - started
     started = time.monotonic()
@@ -95,7 +114,6 @@ def write_elf(sink: Sink, vmcore: Vmcore, classifier: PageClassifier, progress: 
         e_shnum=1 if xnum else 0, e_shstrndx=0)
     note_phdr = elf.ELF64_PHDR.build(p_type=elf.PT_NOTE, p_flags=0, p_offset=notes_offset, p_vaddr=0,
                                      p_paddr=0, p_filesz=len(vmcore.notes), p_memsz=len(vmcore.notes), p_align=0)
-    total = sum(seg.memsz for seg in vmcore.segments)
     progress.start("pages", total)
     phdrs = bytearray()  # program headers whose data is written, not yet the headers
     current = None       # (segment, first paddr, file offset) of the range being written
@@ -110,17 +128,17 @@ def write_elf(sink: Sink, vmcore: Vmcore, classifier: PageClassifier, progress: 
                 sh_name=0, sh_type=0, sh_flags=0, sh_addr=0, sh_offset=0, sh_size=0, sh_link=0,
                 sh_info=phnum, sh_addralign=0, sh_entsize=0))
         result.readable = True
-        for index, lo, hi in _kept_ranges(vmcore, classifier):
+        for index, lo, filesz, memsz in _loads(vmcore, classifier):
             current = (vmcore.segments[index], lo, data_offset)
-            for chunk in range(lo, hi, FLUSH_BYTES):
-                length = min(FLUSH_BYTES, hi - chunk)
+            for chunk in range(lo, lo + filesz, FLUSH_BYTES):
+                length = min(FLUSH_BYTES, lo + filesz - chunk)
                 sink.write_at(data_offset, vmcore.memory.read(chunk, length))
                 data_offset += length
                 result.bytes_in += length
                 progress.update(result.bytes_in)
-            phdrs += _load_phdr(*current, hi)
+            phdrs += _load_phdr(*current, filesz, memsz)
             current = None
-            result.counts.written += -(-(hi - lo) // ps)
+            result.counts.written += -(-filesz // ps)
             if len(phdrs) >= 1 << 16:
                 sink.write_at(phdr_offset, phdrs)
                 phdr_offset += len(phdrs)
@@ -131,8 +149,8 @@ def write_elf(sink: Sink, vmcore: Vmcore, classifier: PageClassifier, progress: 
             raise
         result.complete, result.error = False, f"target full or failing: {e.strerror or e}"
         if current is not None and data_offset > current[2]:  # keep what got out of this range
-            segment, lo, offset = current
-            phdrs += _load_phdr(segment, lo, offset, lo + data_offset - offset)
+            segment, lo, offset = current  # (and no more: zeros there would be wrong bytes)
+            phdrs += _load_phdr(segment, lo, offset, data_offset - offset, data_offset - offset)
         try:  # headers of the segments already written; the space for them is reserved
             sink.write_at(phdr_offset, phdrs)
         except OSError:

@@ -6,6 +6,9 @@ File layout, in blocks of block_size (= page size):
   bitmap_blocks      1st bitmap (pfn present) then 2nd bitmap (pfn dumpable), equal halves
   page_desc_t[]      one per set bit of the 2nd bitmap, pfn order
   page data          shared zero page first (dump level bit 1), then pages in pfn order
+
+The writer takes the page pipeline's encoded spans and emits their descriptors and data; it
+knows nothing of how pages were read or compressed.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from typing import Any, Callable
 from .. import fastcopy
 from ..classify import DL_ZERO, PageClassifier, PageCounts
 from ..errors import InputError
-from ..pipeline import PAGE_FLAGS, PageCompressor, PageReader
+from ..compression import PAGE_FLAGS
+from ..pipeline import EncodedSpan, PageCompressor, PagePipeline
 from ..progress import Progress
 from ..sink import Sink
 from ..structs import Record
@@ -147,11 +151,10 @@ def write_kdump(sink: Sink, vmcore: Vmcore, classifier: PageClassifier, compress
         progress.finish()
         data_offset = layout.descs_offset + ndump * PAGE_DESC.size
         sink.reserve(0, data_offset)
-        zero_desc = b""
+        zero_offset = None  # where the one stored zero page is, that every zero page points at
         if dump_level & DL_ZERO:
             sink.write_at(data_offset, bytes(ps))
-            zero_desc = PAGE_DESC.build(offset=data_offset, size=ps, flags=0, page_flags=0)
-            data_offset += ps
+            zero_offset, data_offset = data_offset, data_offset + ps
     except OSError as e:
         result.complete, result.error = False, f"writing dump metadata: {e.strerror or e}"
         # Readers need the header, the notes (VMCOREINFO) and both bitmaps: all or nothing.
@@ -160,28 +163,14 @@ def write_kdump(sink: Sink, vmcore: Vmcore, classifier: PageClassifier, compress
     result.phases["bitmaps"] = time.monotonic() - started
 
     started = time.monotonic()
-    writer = _PageDataWriter(sink, layout.descs_offset, data_offset)
-    reader = PageReader(vmcore.memory, detect_zero=bool(dump_level & DL_ZERO), buffers=compressor.reader_buffers)
+    writer = _PageDataWriter(sink, layout.descs_offset, data_offset, zero_offset, ps, compressor.page_flag)
+    pipeline = PagePipeline(vmcore.memory, compressor, detect_zero=bool(dump_level & DL_ZERO))
     progress.start("pages", ndump, ps)
     try:
         for start, end in classifier.windows():
-            dumpable = classifier.dumpable_bitmap(start, end)
-            for batch, compressed in compressor.compressed_batches(reader.batches(start, end, dumpable), ps):
-                result.counts.zero += batch.nzero
-                if batch.nzero == batch.count:  # all zeros (common in idle RAM): no per-page work
-                    writer.add_shared(zero_desc, batch.count)
-                    progress.update(writer.pages)
-                    continue
-                frames = iter(compressed)
-                for i in range(batch.count):
-                    if batch.nzero and batch.zero[i]:
-                        writer.add_shared(zero_desc)
-                        continue
-                    frame = next(frames)
-                    if len(frame) < ps and compressor.page_flag:
-                        writer.add(frame, compressor.page_flag)
-                    else:
-                        writer.add(batch.data[i * ps:(i + 1) * ps], 0)
+            for span in pipeline.spans(start, end, classifier.dumpable_bitmap(start, end)):
+                result.counts.zero += span.nzero
+                writer.add(span)
                 progress.update(writer.pages)
         writer.flush()
     except OSError as e:
@@ -190,7 +179,7 @@ def write_kdump(sink: Sink, vmcore: Vmcore, classifier: PageClassifier, compress
         result.complete, result.error = False, f"target full or failing: {e.strerror or e}"
     progress.finish()
     result.counts.written = writer.stored_durable
-    result.bytes_in = reader.bytes_read
+    result.bytes_in = pipeline.bytes_read
     result.bytes_out = writer.data_end
     result.phases["pages"] = time.monotonic() - started
     try:
@@ -204,29 +193,34 @@ class _PageDataWriter:
     """Appends page data and descriptors; descriptors are written only after their data, so a
     dump cut short never has a descriptor pointing at data that is not there."""
 
-    def __init__(self, sink: Sink, descs_offset: int, data_offset: int) -> None:
+    def __init__(self, sink: Sink, descs_offset: int, data_offset: int, zero_offset: int | None,
+                 page_size: int, page_flag: int) -> None:
         self.sink = sink
         self.desc_offset = descs_offset
         self.data_end = data_offset
+        # Zero pages (only found with dump level bit 1) all point at the one stored zero page.
+        self.zero_offset = zero_offset or 0
+        self.zero_desc = PAGE_DESC.build(offset=self.zero_offset, size=page_size, flags=0, page_flags=0)
+        self.page_size = page_size
+        self.page_flag = page_flag
         self.data = bytearray()
         self.descs = bytearray()
         self.pages = 0            # descriptors produced
         self._pending_stored = 0  # pages with data of their own, not yet flushed
         self.stored_durable = 0   # pages with data of their own whose descriptor is written
 
-    def add(self, payload: Any, flags: int) -> None:
-        self.descs += PAGE_DESC.pack(self.data_end + len(self.data), len(payload), flags, 0)
-        self.data += payload
-        self.pages += 1
-        self._pending_stored += 1
-        if len(self.data) >= FLUSH_BYTES:
-            self.flush()
-
-    def add_shared(self, desc: bytes, count: int = 1) -> None:
-        """``count`` pages that all point at the one stored zero page."""
-        self.descs += desc * count
-        self.pages += count
-        if len(self.descs) >= FLUSH_BYTES // 16:
+    def add(self, span: EncodedSpan) -> None:
+        if span.nzero == span.count:  # all zeros (common in idle RAM): one repeated descriptor
+            self.descs += self.zero_desc * span.count
+        else:
+            descs = bytearray(span.count * PAGE_DESC.size)
+            fastcopy.kdump_descs(span.sizes, span.raw, span.count, self.data_end + len(self.data),
+                                 self.zero_offset, self.page_size, self.page_flag, descs)
+            self.descs += descs
+            self.data += span.data
+            self._pending_stored += span.count - span.nzero
+        self.pages += span.count
+        if len(self.data) >= FLUSH_BYTES or len(self.descs) >= FLUSH_BYTES // 16:
             self.flush()
 
     def flush(self) -> None:
