@@ -4,8 +4,9 @@ Every byte of every source PT_LOAD is still described: each is cut into runs of 
 and a run's PT_LOAD also covers the excluded pages up to the next run (p_memsz > p_filesz), as
 makedumpfile -E does, so readers read zeros there rather than failing to find the address
 (drgn: "could not find physical memory segment"), and a segment with no kept page at all is
-one PT_LOAD without file bytes. Overlapping source segments (the kexec_load kernel-text
-segment) stay as they were, so readers still find the kernel text mapping. With dump level
+one PT_LOAD without file bytes. A source segment that repeats part of another (the
+kexec_load kernel-text segment) keeps its kept runs only, so readers still find the kernel
+text mapping and read the rest through the segment it repeats. With dump level
 bit 1 zero pages are left out of the file too, which needs the pages read before the program
 headers can be sized: the ELF format costs one more pass over memory than the kdump format.
 """
@@ -43,12 +44,22 @@ def _kept_bitmap(vmcore: Vmcore, classifier: PageClassifier, start: int, end: in
     return kept
 
 
+def _repeats_another(vmcore: Vmcore, seg: Segment) -> bool:
+    """A segment that only repeats part of another (kexec_load's kernel-text PT_LOAD)."""
+    return any(other is not seg and other.paddr <= seg.paddr and seg.paddr + seg.memsz <= other.paddr + other.memsz
+               for other in vmcore.segments)
+
+
 def _loads(vmcore: Vmcore, classifier: PageClassifier,
            counts: PageCounts | None = None) -> Iterator[tuple[int, int, int, int]]:
     """(segment index, paddr, filesz, memsz) of each PT_LOAD, the same each call: a run of
     kept bytes (filesz) and the excluded bytes after it up to the next run (memsz), covering
-    each source segment whole. Pages per class are added to ``counts`` when given."""
+    each source segment whole. A segment that repeats another gets its runs only (memsz =
+    filesz): readers find the rest in the segment it repeats, and makedumpfile, which reads an
+    address from the first PT_LOAD that spans it, would otherwise take excluded pages of the
+    copy for holes. Pages per class are added to ``counts`` when given."""
     ps = vmcore.page_size
+    copies = {index for index, seg in enumerate(vmcore.segments) if _repeats_another(vmcore, seg)}
     run: dict[int, tuple[int, int]] = {}  # segment index -> its last run of kept bytes, not yet out
     for start, end in classifier.windows():
         kept = _kept_bitmap(vmcore, classifier, start, end, counts)
@@ -61,20 +72,20 @@ def _loads(vmcore: Vmcore, classifier: PageClassifier,
                 paddr_hi = min((run_hi + start) * ps, seg.paddr + seg.memsz)
                 previous = run.get(index)
                 if previous is None:
-                    if paddr_lo > seg.paddr:  # excluded pages before the first run
+                    if paddr_lo > seg.paddr and index not in copies:  # excluded pages before the first run
                         yield index, seg.paddr, 0, paddr_lo - seg.paddr
                 elif previous[1] == paddr_lo:  # the run goes on into this window
                     run[index] = (previous[0], paddr_hi)
                     continue
                 else:
-                    yield index, previous[0], previous[1] - previous[0], paddr_lo - previous[0]
+                    size = previous[1] - previous[0]
+                    yield index, previous[0], size, size if index in copies else paddr_lo - previous[0]
                 run[index] = (paddr_lo, paddr_hi)
     for index, seg in enumerate(vmcore.segments):
-        seg_end = seg.paddr + seg.memsz
         if index in run:
             lo, hi = run[index]
-            yield index, lo, hi - lo, seg_end - lo
-        elif seg.memsz:  # not one page of it kept
+            yield index, lo, hi - lo, hi - lo if index in copies else seg.paddr + seg.memsz - lo
+        elif seg.memsz and index not in copies:  # not one page of it kept
             yield index, seg.paddr, 0, seg.memsz
 
 
