@@ -8,20 +8,27 @@ from __future__ import annotations
 
 import os
 import sys
-
-from . import _fastcopy_py
+from types import ModuleType
 
 PURE_PYTHON_ENV = "VMCORE_COLLECTOR_PURE_PYTHON"
 
-if os.environ.get(PURE_PYTHON_ENV) == "1":
-    impl = _fastcopy_py
-else:
-    try:
-        from . import _fastcopy as impl  # type: ignore[no-redef]
-    except ImportError as e:
-        print(f"vmcore-save: warning: compiled page scanner unavailable ({e}); "
-              "using the pure-Python one (slower)", file=sys.stderr)
-        impl = _fastcopy_py
+
+def _load() -> tuple[ModuleType, bool]:
+    """(implementation, compiled?); the twin is imported only when it is the one used."""
+    if os.environ.get(PURE_PYTHON_ENV) != "1":
+        try:
+            from . import _fastcopy
+
+            return _fastcopy, True
+        except ImportError as e:
+            print(f"vmcore-save: warning: compiled page scanner unavailable ({e}); "
+                  "using the pure-Python one (slower)", file=sys.stderr)
+    from . import _fastcopy_py
+
+    return _fastcopy_py, False
+
+
+impl, COMPILED = _load()
 
 PageEncoder = impl.PageEncoder
 kdump_descs = impl.kdump_descs
@@ -30,4 +37,3 @@ clear_zero_pages = impl.clear_zero_pages
 count_bits = impl.count_bits
 bit_runs = impl.bit_runs
 classify_pages = impl.classify_pages
-COMPILED = impl is not _fastcopy_py

@@ -12,13 +12,19 @@ from __future__ import annotations
 
 from array import array
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator, Union
 
 from . import fastcopy
 from .compression import DEFAULT_LEVEL, LEVEL_RANGES, METHODS, PAGE_FLAGS
 from .vmcore import PhysicalMemory, SourceWindow
+
+if TYPE_CHECKING:  # concurrent.futures is imported only with threads: 5 ms of every start
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+# (pages consumed, pages selected, bytes of data, zero pages): PageEncoder.encode's answer.
+Encoded = tuple[int, int, int, int]
+Outcome = Union[Encoded, "Future[Encoded]"]
 
 # Selected pages per span: 1 MiB of 4 KiB pages per slot at most (pages stored as is).
 SPAN_PAGES = 256
@@ -39,14 +45,16 @@ class PageCompressor:
             if not low <= self.level <= high:
                 raise ValueError(f"{method} level {self.level} is not in {low}..{high}")
         self.threads = max(1, threads)
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: "ThreadPoolExecutor | None" = None
 
     def encoder(self, page_size: int) -> fastcopy.PageEncoder:
         return fastcopy.PageEncoder(self.page_flag, self.level, page_size)
 
-    def pool(self) -> ThreadPoolExecutor | None:
+    def pool(self) -> "ThreadPoolExecutor | None":
         """The worker threads, None with one thread (spans are then encoded in the caller's)."""
         if self._pool is None and self.threads > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="encode")
         return self._pool
 
@@ -99,7 +107,7 @@ class _Job:
     window: _OpenWindow
     first_bit: int
     npages: int
-    outcome: Future[tuple[int, int, int, int]] | tuple[int, int, int, int]
+    outcome: Outcome
 
 
 class PagePipeline:
@@ -138,13 +146,13 @@ class PagePipeline:
                 yield from self._complete(pending.popleft())
         finally:  # the writer stopped early (target full): wait for the workers, unmap
             for job in pending:
-                if isinstance(job.outcome, Future):
+                if not isinstance(job.outcome, tuple):
                     job.outcome.cancel() or job.outcome.exception()
                 job.window.release()
                 self._free.append(job.slot)
 
     def _submit(self, slot: _Slot, window: SourceWindow, bitmap: bytes | bytearray, src_page: int,
-                first_bit: int, npages: int) -> Future[tuple[int, int, int, int]] | tuple[int, int, int, int]:
+                first_bit: int, npages: int) -> Outcome:
         args = (window.source, src_page, bitmap, first_bit, npages, self.detect_zero, slot.data, slot.sizes,
                 slot.raw)
         if self._pool is None:
@@ -152,8 +160,8 @@ class PagePipeline:
         return self._pool.submit(slot.encoder.encode, *args)
 
     def _complete(self, job: _Job) -> Iterator[EncodedSpan]:
-        outcome = job.outcome.result() if isinstance(job.outcome, Future) else job.outcome
-        consumed, count, nbytes, nzero = outcome
+        outcome = job.outcome
+        consumed, count, nbytes, nzero = outcome if isinstance(outcome, tuple) else outcome.result()
         if consumed != job.npages:  # spans are sized to fit their slot
             raise RuntimeError(f"span of {job.npages} pages encoded only {consumed}")
         job.window.release()
