@@ -12,8 +12,18 @@ from typing import Any, Callable
 
 from .compression import FLAG_ZLIB, FLAG_ZSTD, LEVEL_RANGES
 from .dump_level import DL_CACHE, DL_CACHE_PRIVATE, DL_FREE, DL_USER
-from .page_encoding import (CLASS_CACHE, CLASS_CACHE_PRIVATE, CLASS_FREE, CLASS_HWPOISON, CLASS_OFFLINE,
-                            CLASS_USER, COUNT_BAD_ORDER, ORDER_FLAGS_BYTE, ORDER_U8, PARAM_INDEX)
+from .page_encoding import (
+    CLASS_CACHE,
+    CLASS_CACHE_PRIVATE,
+    CLASS_FREE,
+    CLASS_HWPOISON,
+    CLASS_OFFLINE,
+    CLASS_USER,
+    COUNT_BAD_ORDER,
+    ORDER_FLAGS_BYTE,
+    ORDER_U8,
+    PARAM_INDEX,
+)
 
 # page_desc_t as the kdump format declares it (collector/formats/kdump.py PAGE_DESC; the
 # compiled module declares the same struct, tests/test_fastcopy.py pins them together).
@@ -76,7 +86,7 @@ class PageEncoder:
                 sizes[n] = 0
                 nzero += 1
             else:
-                frame = self._compress(page) if self._compress else b""
+                frame: bytes | memoryview = self._compress(page) if self._compress else b""
                 if not 0 < len(frame) < ps:  # not smaller: stored as is, as makedumpfile does
                     frame, raw[n] = page, 1
                 data[pos:pos + len(frame)] = frame

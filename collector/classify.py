@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 from . import fastcopy
+from .dump_level import DL_ZERO, MAX_DUMP_LEVEL, STRUCT_PAGE_LEVELS
 from .kernel import KernelMemory, TranslationError
 from .mm import MemMapError, SectionMemMap
 from .page_encoding import CLASS_NAMES, COUNT_BAD_ORDER, NUM_COUNTS, PageEncoding
 from .vmcore import PhysicalMemory, Vmcore
-
-from .dump_level import DL_ZERO, MAX_DUMP_LEVEL, STRUCT_PAGE_LEVELS
 
 __all__ = ["DL_ZERO", "MAX_DUMP_LEVEL", "PageClassifier", "PageCounts"]
 

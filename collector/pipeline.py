@@ -10,6 +10,7 @@ path: a span's buffers belong to one slot at a time, and the writer is the only 
 
 from __future__ import annotations
 
+import functools
 from array import array
 from collections import deque
 from dataclasses import dataclass
@@ -153,11 +154,9 @@ class PagePipeline:
 
     def _submit(self, slot: _Slot, window: SourceWindow, bitmap: bytes | bytearray, src_page: int,
                 first_bit: int, npages: int) -> Outcome:
-        args = (window.source, src_page, bitmap, first_bit, npages, self.detect_zero, slot.data, slot.sizes,
-                slot.raw)
-        if self._pool is None:
-            return slot.encoder.encode(*args)
-        return self._pool.submit(slot.encoder.encode, *args)
+        encode = functools.partial(slot.encoder.encode, window.source, src_page, bitmap, first_bit, npages,
+                                   self.detect_zero, slot.data, slot.sizes, slot.raw)
+        return encode() if self._pool is None else self._pool.submit(encode)
 
     def _complete(self, job: _Job) -> Iterator[EncodedSpan]:
         outcome = job.outcome
