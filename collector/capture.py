@@ -81,6 +81,13 @@ def _bring_up(target: configuration.Target, index: int, config: configuration.Co
               mounts: list[str]) -> str:
     """Make ``target`` usable; returns the DEST for vmcore-save."""
     if target.kind == "path":
+        # build-initramfs turns every path target into the disk it lands on; one left here
+        # names no device, and its folder in this environment is RAM, lost at final_action.
+        raise TargetNotReady(f"no device recorded for path {target.directory} (a folder here is RAM, lost "
+                             "at the reboot): rebuild the image with vmcore-collector build-initramfs")
+    if target.kind == "ram":
+        say(f"warning: target ram {target.directory} is this capture environment's RAM: "
+            "the dump is lost at final_action unless copied off by hand")
         os.makedirs(target.directory, exist_ok=True)
         return target.directory
     if target.needs_network:
