@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import config as configuration
-from . import mounts
+from . import console, mounts
 from .errors import CollectorError
 
 PROGRAM = "vmcore-collector"
@@ -115,9 +115,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .cli import _run
-
-    return _run(_main, argv, PROGRAM)
+    return console.run(_main, argv, PROGRAM)
 
 
 def _main(argv: list[str]) -> int:

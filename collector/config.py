@@ -112,21 +112,6 @@ class Config:
     def needs_network(self) -> bool:
         return any(target.needs_network for target in self.targets)
 
-    def save_arguments(self) -> list[str]:
-        """vmcore-save options for this configuration (the destination excluded)."""
-        args = ["-d", str(self.dump_level), "--compress", self.compress, "--threads", str(self.threads)]
-        if self.compress != "none":
-            args += ["--level", str(self.compress_level)]
-        if self.ssh_key:
-            args += ["--ssh-key", self.ssh_key]
-        if self.known_hosts:
-            args += ["--known-hosts", self.known_hosts]
-        if self.keep_dumps is not None:
-            args += ["--keep-dumps", str(self.keep_dumps)]
-        if self.min_free:
-            args += ["--min-free", self.min_free]
-        return args
-
 
 def load(path: str | Path = CONFIG_PATH) -> Config:
     """Read and validate our configuration file."""

@@ -12,7 +12,7 @@ import pytest
 
 from collector.pipeline import BATCH_PAGES
 from tests.conftest import REPO, run_save
-from tests.dumpcheck import check_kdump
+from tests.dumpcheck import check_kdump, dump_files
 from tests.vmcore_factory import OSRELEASE, PAGE_SIZE, SegmentSpec, build_vmcore, expected_memory, vmcoreinfo_text
 
 
@@ -32,7 +32,7 @@ def test_dest_gets_a_dated_directory_with_a_private_vmcore(tmp_path, vmcore):
     (dump_dir,) = dest.iterdir()
     assert re.fullmatch(r".+-\d{4}-\d\d-\d\d-\d\d:\d\d:\d\d", dump_dir.name)
     assert stat.S_IMODE(dump_dir.stat().st_mode) == 0o700
-    assert sorted(p.name for p in dump_dir.iterdir()) == ["vmcore"]  # no vmcore-incomplete left
+    assert dump_files(dump_dir) == ["vmcore"]  # no vmcore-incomplete left
     assert stat.S_IMODE((dump_dir / "vmcore").stat().st_mode) == 0o600
     check_kdump(str(dump_dir / "vmcore"), expected_memory(segments), PAGE_SIZE)
     # A second dump of the same minute never overwrites the first.
