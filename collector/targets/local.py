@@ -134,11 +134,11 @@ class LocalTarget:
                 os.mkdir(path, 0o700)
             except FileExistsError:
                 continue
-            marker = LocalFile(os.path.join(path, MARKER_NAME))
             try:
-                marker.write_at(0, MARKER_TEXT)
-            finally:
-                marker.close()
+                _write_marker(path)
+            except OSError:  # e.g. a full disk: leave no directory that retention could not remove
+                shutil.rmtree(path, ignore_errors=True)
+                raise
             self.dump_dir = path
             return path
         raise FileExistsError(errno.EEXIST, "no free dump directory name", self.root)
@@ -198,6 +198,14 @@ class LocalTarget:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def _write_marker(directory: str) -> None:
+    marker = LocalFile(os.path.join(directory, MARKER_NAME))
+    try:
+        marker.write_at(0, MARKER_TEXT)
+    finally:
+        marker.close()
 
 
 def _disk_usage(path: str) -> int:
