@@ -184,14 +184,24 @@ def save(options: SaveOptions, say: Notice = notice) -> Outcome:
     with Vmcore(options.vmcore) as vmcore:
         for warning in vmcore.warnings:
             progress.message(f"warning: {warning}")
-        if options.dmesg_only:
-            return _save_log_only(vmcore, options, say)
+        if options.dmesg_only:  # the log is the whole job, so failing to read or write it is an error
+            text = kernel_log(vmcore)
+            # No size bound: min_free stops the log, and nothing is removed to make room for it.
+            retention = Retention(options.keep_dumps, options.min_free)
+            attempt = _save_with_fallbacks(options, dump_dir_name(vmcore), retention, say,
+                                           lambda target, directory: _log_into(target, directory, text))
+            return Outcome(EXIT_OK, attempt.path, seconds=time.monotonic() - started, log_lines=text.count("\n"))
         classifier = PageClassifier(vmcore, options.dump_level, progress.message)
         if options.output is not None:
             attempt = _save_output(vmcore, classifier, options, progress, say)
         else:
             # The log goes next to a dump in a dump directory; --output promises exactly one file.
-            attempt = _save_with_fallbacks(vmcore, classifier, options, progress, say, _kernel_log_or_warn(vmcore, say))
+            log_text = _kernel_log_or_warn(vmcore, say)
+            retention = Retention(options.keep_dumps, options.min_free, dump_size_bound(vmcore))
+            attempt = _save_with_fallbacks(
+                options, dump_dir_name(vmcore), retention, say,
+                lambda target, directory: _save_into(target, directory, vmcore, classifier, options, progress, say,
+                                                     log_text))
     result = attempt.result
     code = EXIT_OK if result.complete else EXIT_INCOMPLETE if result.readable else EXIT_FAILED
     return Outcome(code, attempt.path, result, attempt.format, time.monotonic() - started)
@@ -217,11 +227,10 @@ def _check_paths(options: SaveOptions) -> None:
                                  "dumps go into a directory there")
 
 
-def _save_with_fallbacks(vmcore: Vmcore, classifier: PageClassifier, options: SaveOptions,
-                         progress: LineProgress, say: Notice, log_text: str | None) -> _Attempt:
-    """Try each destination in turn until one takes a complete dump (module docstring)."""
-    name = dump_dir_name(vmcore)
-    retention = Retention(options.keep_dumps, options.min_free, dump_size_bound(vmcore))
+def _save_with_fallbacks(options: SaveOptions, name: str, retention: Retention, say: Notice,
+                         save_into: Callable[[Target, str], _Attempt]) -> _Attempt:
+    """Try each destination in turn, ``save_into`` its new dump directory ``name`` (which
+    closes the target), until one takes the whole dump (module docstring)."""
     kept: _Attempt | None = None  # the best dump cut short so far
     for index, dest in enumerate(options.dests):
         following = options.dests[index + 1] if index + 1 < len(options.dests) else None
@@ -236,7 +245,7 @@ def _save_with_fallbacks(vmcore: Vmcore, classifier: PageClassifier, options: Sa
             else:
                 say(f"{reason}; no destination left for the dump")
             continue
-        attempt = _save_into(target, directory, vmcore, classifier, options, progress, say, log_text)
+        attempt = save_into(target, directory)
         if attempt.result.complete:
             return attempt
         if kept is None or attempt.result.readable or not kept.result.readable:
@@ -402,26 +411,12 @@ def _save_log_or_warn(target: Target, directory: str, text: str, say: Notice) ->
         say(f"warning: kernel log not saved: {reason}")
 
 
-def _save_log_only(vmcore: Vmcore, options: SaveOptions, say: Notice) -> Outcome:
-    """--dmesg-only: the log is the whole job, so failing to read or write it is an error."""
-    started = time.monotonic()
-    text = kernel_log(vmcore)
-    retention = Retention(options.keep_dumps, options.min_free)  # the log alone: nothing removed for room
-    for index, dest in enumerate(options.dests):
-        try:
-            target, directory = _open_dump_dir(dest, dump_dir_name(vmcore), options, say, retention)
-        except (TargetUnreachable, OSError) as e:
-            reason = str(e) if isinstance(e, TargetUnreachable) else f"{dest}: {e.strerror or e}"
-            if index + 1 == len(options.dests):
-                raise TargetUnreachable(reason) from None
-            say(f"{reason}; falling back to {options.dests[index + 1]}")
-            continue
-        try:
-            path = _write_log(target, directory, text)
-        finally:
-            target.close()
-        return Outcome(EXIT_OK, path, seconds=time.monotonic() - started, log_lines=text.count("\n"))
-    raise AssertionError("SaveOptions has at least one destination")
+def _log_into(target: Target, directory: str, text: str) -> _Attempt:
+    """--dmesg-only's save: the log alone, in the dump directory; closes the target."""
+    try:
+        return _Attempt(DumpResult(), _write_log(target, directory, text), "log")
+    finally:
+        target.close()
 
 
 def report(options: SaveOptions, outcome: Outcome) -> list[str]:

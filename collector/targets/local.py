@@ -160,7 +160,7 @@ class LocalTarget:
         """Remove the oldest of our other dumps for min_free, if with all of them gone the
         rest of the new dump (written up to ``end``) surely fits; whether one was removed."""
         old = self._old_dumps()
-        if not old:
+        if not old or not self.retention.dump_size_bound:  # no bound: no removal is known to help
             return False
         rest = max(0, self.retention.dump_size_bound - end)
         room = self.free_space(self.root) + sum(_disk_usage(path) for path in old) - self.retention.min_free
