@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import config as configuration
+from . import console, mounts
 from .errors import CollectorError
 
 PROGRAM = "vmcore-collector"
@@ -114,18 +115,19 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .cli import _run
-
-    return _run(_main, argv, PROGRAM)
+    return console.run(_main, argv, PROGRAM)
 
 
 def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "build-initramfs":
         output = Path(args.output or _default_image(args.kernel_version))
-        report = build_initramfs(_load_config(args), args.kernel_version, output, args.kmoddir, args.dracut)
+        loaded = _load_config(args)
+        report = build_initramfs(loaded, args.kernel_version, output, args.kmoddir, args.dracut)
         _say(f"built {output}: {report.size / 2**20:.1f} MiB ({report.unpacked_size / 2**20:.1f} MiB unpacked, "
              f"{report.python_files} Python modules, kernel modules: {' '.join(report.kernel_modules) or 'none'})")
+        for asked, landed in zip(loaded.targets, report.targets):
+            _say(f"target {asked.describe()}: the capture kernel saves to {lands_on(landed)}")
         return 0
     if args.command == "arm":
         initrd = Path(args.initrd) if args.initrd else _fresh_default_image(args)
@@ -176,6 +178,7 @@ class BuildReport:
     unpacked_size: int  # bytes of what the capture kernel unpacks into RAM
     python_files: int
     kernel_modules: tuple[str, ...]
+    targets: tuple[configuration.Target, ...]  # as the image carries them
 
 
 def kernel_modules_for(config: configuration.Config) -> tuple[str, ...]:
@@ -194,7 +197,9 @@ def kernel_modules_for(config: configuration.Config) -> tuple[str, ...]:
 
 def build_initramfs(config: configuration.Config, kernel_version: str, output: Path,
                     kmoddir: str | None = None, dracut: str | None = None) -> BuildReport:
-    """Stage the capture environment, then run dracut with only our module; returns sizes."""
+    """Stage the capture environment, then run dracut with only our module; returns sizes.
+    Path targets go in as the disks they land on here (collector/mounts.py)."""
+    config = mounts.with_landing_disks(config)
     dracut_path = dracut or shutil.which("dracut")
     if not dracut_path:
         raise CollectorError("dracut not found: install dracut-core (Debian) or dracut, or pass --dracut")
@@ -223,7 +228,7 @@ def build_initramfs(config: configuration.Config, kernel_version: str, output: P
         if result.returncode != 0 or not output.exists():
             tail = "; ".join((result.stderr or result.stdout).strip().splitlines()[-3:])
             raise CollectorError(f"dracut failed (status {result.returncode}): {tail}")
-    return BuildReport(output.stat().st_size, _unpacked_size(output), python_files, kernel_modules)
+    return BuildReport(output.stat().st_size, _unpacked_size(output), python_files, kernel_modules, config.targets)
 
 
 def _dracut_base_with_module(system_base: Path, base: Path) -> Path:
@@ -410,14 +415,14 @@ def crash_kernel_loaded() -> bool:
 
 def target_reachable(target: configuration.Target, timeout: float = 3.0) -> str | None:
     """None if the target looks usable from here, else why not (one phrase)."""
+    if target.kind == "ram":
+        return (f"{target.directory} is the capture environment's RAM: a dump there is lost at final_action "
+                "(ram is for testing the capture environment; use path or disk)")
     if target.kind == "path":
-        return None if os.access(target.directory, os.W_OK) else f"{target.directory} is not a writable folder"
+        return (f"the capture kernel has no device for {target.directory}, and its own folders are RAM: "
+                f"rebuild the image ({PROGRAM} build-initramfs)")
     if target.kind == "disk":
-        device = target.source
-        if device.startswith(("LABEL=", "UUID=")):
-            key, _, value = device.partition("=")
-            device = f"/dev/disk/by-{key.lower()}/{value}"
-        return None if os.path.exists(device) else f"{device} does not exist"
+        return None if _device_present(target.source) else f"{target.source} is on no device here"
     if target.kind == "ssh":
         host_port = target.source.split("@", 1)[1]
         host, _, port = host_port.rpartition(":") if host_port.count(":") == 1 else (host_port, "", "22")
@@ -429,6 +434,41 @@ def target_reachable(target: configuration.Target, timeout: float = 3.0) -> str 
             return None
     except OSError as e:
         return f"{address}:{port_number}: {e.strerror or e}"
+
+
+def _device_present(spec: str) -> bool:
+    if not spec.startswith(("LABEL=", "UUID=")):
+        return os.path.exists(spec)
+    key, _, value = spec.partition("=")
+    if os.path.exists(f"/dev/disk/by-{key.lower()}/{value}"):
+        return True
+    # No udev (containers, minimal systems): blkid probes the devices itself.
+    blkid = subprocess.run(["blkid", "-U" if key == "UUID" else "-L", value], check=False, capture_output=True)
+    return blkid.returncode == 0
+
+
+def lands_on(target: configuration.Target) -> str:
+    """Where a dump for ``target`` (as the image carries it) goes in the capture environment."""
+    if target.kind == "disk":
+        return f"{target.directory} on {target.source} ({target.fstype}), which it mounts"
+    if target.kind == "ssh":
+        return f"{target.directory} on {target.source} over SSH"
+    if target.kind == "nfs":
+        return f"{target.directory} below {target.source} over NFS"
+    if target.kind == "ram":
+        return f"{target.directory} in its own RAM"
+    return f"no device (path {target.directory})"
+
+
+def image_config(image: Path) -> configuration.Config:
+    """The configuration a capture initramfs carries: what the capture kernel will do."""
+    name = f"{image}:/etc/vmcore-collector.conf"
+    unpacked = subprocess.run(["sh", "-c", f"zstd -dc '{image}' | cpio -i --quiet --to-stdout etc/vmcore-collector.conf"],
+                              check=False, capture_output=True, text=True)
+    if unpacked.returncode != 0 or not unpacked.stdout:
+        raise CollectorError(f"{name}: cannot be read ({unpacked.stderr.strip() or 'not in the image'}): "
+                             f"rebuild the image ({PROGRAM} build-initramfs)")
+    return configuration.parse(unpacked.stdout, name)
 
 
 def status(args: argparse.Namespace) -> int:
@@ -450,14 +490,29 @@ def status(args: argparse.Namespace) -> int:
     except CollectorError as e:
         line(False, f"config: {e}")
         return 1
-    line(True, f"config: {args.kdump_conf or args.config} valid, {len(loaded.targets)} target(s), "
+    config_name = args.kdump_conf or args.config
+    line(True, f"config: {config_name} valid, {len(loaded.targets)} target(s), "
          f"final_action {loaded.final_action}, failure_action {loaded.failure_action}")
     image = Path(args.initrd or _default_image(os.uname().release))
     line(image.exists(), f"initramfs: {image} " + (f"({image.stat().st_size / 2**20:.1f} MiB)" if image.exists()
                                                    else f"missing (run {PROGRAM} build-initramfs)"))
-    for target in loaded.targets:
+    # The image's targets are what the capture kernel uses; without an image, what building one
+    # here would record.
+    try:
+        landed = image_config(image).targets if image.exists() else mounts.with_landing_disks(loaded).targets
+    except CollectorError as e:
+        line(False, f"targets: {e}")
+        return 1
+    if len(landed) != len(loaded.targets):
+        line(False, f"initramfs: built for {len(landed)} target(s), {config_name} has {len(loaded.targets)}: "
+             f"rebuild it ({PROGRAM} build-initramfs)")
+        asked = landed
+    else:
+        asked = loaded.targets
+    for wanted, target in zip(asked, landed):
         reason = target_reachable(target)
-        line(reason is None, f"target {target.describe()}: " + ("reachable" if reason is None else reason))
+        line(reason is None, f"target {wanted.describe()}: the capture kernel saves to {lands_on(target)}: "
+             + ("reachable" if reason is None else reason))
     return 1 if problems else 0
 
 

@@ -8,6 +8,7 @@ file exists, ``vmcore-save`` with no arguments does the job alone (:func:`save_c
 
 from __future__ import annotations
 
+import functools
 import os
 import resource
 import subprocess
@@ -16,7 +17,9 @@ import time
 from pathlib import Path
 
 from . import config as configuration
+from . import console, progress, savejob
 from .errors import CollectorError
+from .targets import SshOptions
 
 PROGRAM = "vmcore-collector"
 VMCORE = "/proc/vmcore"
@@ -40,8 +43,6 @@ def say(text: str) -> None:
 def save_configured(config: configuration.Config) -> int:
     """Run pre hooks, save to the first target that works, run post hooks with the result.
     Returns vmcore-save's exit status for the target used (0: a complete dump), or 1."""
-    from .cli import main as save_main
-
     if not os.path.exists(VMCORE):  # before mounting anything: elsewhere there is nothing to save
         raise CollectorError(f"no {VMCORE}: this is not a capture kernel (give VMCORE and DEST to save a file)")
     for hook in config.pre_hooks:
@@ -56,7 +57,7 @@ def save_configured(config: configuration.Config) -> int:
                 say(f"target {target.describe()} not ready: {e}")
                 continue
             say(f"saving to {target.describe()}")
-            status = save_main([VMCORE, destination, *config.save_arguments()])
+            status = console.guarded(progress.PROGRAM, functools.partial(_save, config, destination))
             if status == 0:
                 break
             say(f"target {target.describe()} failed (vmcore-save status {status})")
@@ -67,6 +68,21 @@ def save_configured(config: configuration.Config) -> int:
         for mount_point in reversed(mounts):
             subprocess.run(["umount", mount_point], capture_output=True)
     return status
+
+
+def save_options(config: configuration.Config, destination: str) -> savejob.SaveOptions:
+    """The save job's options for ``config``, saving /proc/vmcore to ``destination``."""
+    return savejob.SaveOptions(
+        vmcore=VMCORE, dests=(destination,), dump_level=config.dump_level, compress=config.compress,
+        level=None if config.compress == "none" else config.compress_level, threads=config.threads,
+        keep_dumps=config.keep_dumps,
+        min_free=savejob.parse_size(config.min_free, "min_free") if config.min_free else 0,
+        ssh=SshOptions(key_file=config.ssh_key, known_hosts=config.known_hosts))
+
+
+def _save(config: configuration.Config, destination: str) -> int:
+    options = save_options(config, destination)
+    return savejob.print_report(options, savejob.save(options))
 
 
 def _run_hook(kind: str, command: str, arguments: list[str]) -> None:
@@ -81,6 +97,13 @@ def _bring_up(target: configuration.Target, index: int, config: configuration.Co
               mounts: list[str]) -> str:
     """Make ``target`` usable; returns the DEST for vmcore-save."""
     if target.kind == "path":
+        # build-initramfs turns every path target into the disk it lands on; one left here
+        # names no device, and its folder in this environment is RAM, lost at final_action.
+        raise TargetNotReady(f"no device recorded for path {target.directory} (a folder here is RAM, lost "
+                             "at the reboot): rebuild the image with vmcore-collector build-initramfs")
+    if target.kind == "ram":
+        say(f"warning: target ram {target.directory} is this capture environment's RAM: "
+            "the dump is lost at final_action unless copied off by hand")
         os.makedirs(target.directory, exist_ok=True)
         return target.directory
     if target.needs_network:

@@ -8,7 +8,8 @@ Our format, one setting per line (``#`` starts a comment)::
     target = disk /dev/vda ext4 /var/crash   # DEVICE (or LABEL=/UUID=) FSTYPE [DIRECTORY]
     target = ssh root@192.0.2.1:22 /var/crash
     target = nfs 192.0.2.1:/export /var/crash
-    target = path /var/crash                   # a directory already there (no mount)
+    target = path /var/crash                   # on the file system holding it (kdump's path)
+    target = ram /var/crash                    # the capture environment's RAM: for tests only
     ssh_key = /root/.ssh/vmcore_id_ed25519
     known_hosts = /root/.ssh/known_hosts
     dump_level = 31
@@ -25,6 +26,12 @@ Our format, one setting per line (``#`` starts a comment)::
     modules = virtio_blk e1000 # extra kernel modules for the capture initramfs
 
 Targets are tried in the order given: the dump goes to the first one that works.
+
+``path`` means what kdump.conf's ``path`` without a target line means: the folder on the file
+system that holds it in the running system (usually the root file system). build-initramfs
+records which device that is (collector/mounts.py) and the image carries it as a disk target;
+the capture kernel mounts it. A dump is written into the capture environment's own RAM only
+with ``ram``, which is lost at final_action: it exists to test the capture environment.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from .classify import MAX_DUMP_LEVEL
 from .errors import CollectorError
 
 CONFIG_PATH = "/etc/vmcore-collector.conf"
-TARGET_KINDS = ("disk", "ssh", "nfs", "path")
+TARGET_KINDS = ("disk", "ssh", "nfs", "path", "ram")
 COMPRESSIONS = ("zstd", "zlib", "none")
 FINAL_ACTIONS = ("reboot", "halt", "poweroff")
 FAILURE_ACTIONS = FINAL_ACTIONS + ("shell",)
@@ -53,7 +60,7 @@ class ConfigError(CollectorError):
 @dataclass(frozen=True)
 class Target:
     """One place a dump may go. ``source`` is the device (disk), ``user@host[:port]`` (ssh),
-    ``server:/export`` (nfs) or empty (path); ``directory`` is where dumps go below it."""
+    ``server:/export`` (nfs) or empty (path, ram); ``directory`` is where dumps go below it."""
 
     kind: str
     source: str
@@ -77,8 +84,8 @@ class Target:
     def describe(self) -> str:
         if self.kind == "disk":
             return f"disk {self.source} ({self.fstype}) {self.directory}"
-        if self.kind == "path":
-            return f"path {self.directory}"
+        if self.kind in ("path", "ram"):
+            return f"{self.kind} {self.directory}"
         return f"{self.kind} {self.source} {self.directory}"
 
 
@@ -104,21 +111,6 @@ class Config:
     @property
     def needs_network(self) -> bool:
         return any(target.needs_network for target in self.targets)
-
-    def save_arguments(self) -> list[str]:
-        """vmcore-save options for this configuration (the destination excluded)."""
-        args = ["-d", str(self.dump_level), "--compress", self.compress, "--threads", str(self.threads)]
-        if self.compress != "none":
-            args += ["--level", str(self.compress_level)]
-        if self.ssh_key:
-            args += ["--ssh-key", self.ssh_key]
-        if self.known_hosts:
-            args += ["--known-hosts", self.known_hosts]
-        if self.keep_dumps is not None:
-            args += ["--keep-dumps", str(self.keep_dumps)]
-        if self.min_free:
-            args += ["--min-free", self.min_free]
-        return args
 
 
 def load(path: str | Path = CONFIG_PATH) -> Config:
@@ -193,10 +185,10 @@ def _parse_target(value: str, where: str) -> Target:
     kind, rest = words[0], words[1:]
     if kind not in TARGET_KINDS:
         raise ConfigError(f"{where}: target kind {kind!r} is not one of {', '.join(TARGET_KINDS)}")
-    if kind == "path":
+    if kind in ("path", "ram"):
         if len(rest) != 1:
-            raise ConfigError(f"{where}: expected 'target = path DIRECTORY'")
-        return Target("path", "", _absolute(rest[0], "path", where))
+            raise ConfigError(f"{where}: expected 'target = {kind} DIRECTORY'")
+        return Target(kind, "", _absolute(rest[0], kind, where))
     if kind == "disk":
         if len(rest) not in (2, 3):
             raise ConfigError(f"{where}: expected 'target = disk DEVICE FSTYPE [DIRECTORY]'")
@@ -279,8 +271,8 @@ def render(config: Config) -> str:
     """``config`` in our format: what the capture initramfs carries."""
     lines = ["# Written by vmcore-collector build-initramfs"]
     for target in config.targets:
-        if target.kind == "path":
-            lines.append(f"target = path {target.directory}")
+        if target.kind in ("path", "ram"):
+            lines.append(f"target = {target.kind} {target.directory}")
         elif target.kind == "disk":
             lines.append(f"target = disk {target.source} {target.fstype} {target.directory}")
         else:

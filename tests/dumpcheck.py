@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import drgn
 
 from collector.formats.kdump import KdumpFile
+from collector.targets.local import MARKER_NAME
 from collector.vmcore import Vmcore
+
+
+def dump_files(directory: Path) -> list[str]:
+    """The files of a dump directory, sorted, without the marker that says vmcore-save made it."""
+    return sorted(p.name for p in directory.iterdir() if p.name != MARKER_NAME)
 
 
 def drgn_program(path: str) -> drgn.Program:

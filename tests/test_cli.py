@@ -6,12 +6,13 @@ import os
 import re
 import stat
 import subprocess
+import sys
 
 import pytest
 
 from collector.pipeline import SPAN_PAGES
-from tests.conftest import run_save
-from tests.dumpcheck import check_kdump
+from tests.conftest import REPO, run_save
+from tests.dumpcheck import check_kdump, dump_files
 from tests.vmcore_factory import OSRELEASE, PAGE_SIZE, SegmentSpec, build_vmcore, expected_memory, vmcoreinfo_text
 
 
@@ -31,7 +32,7 @@ def test_dest_gets_a_dated_directory_with_a_private_vmcore(tmp_path, vmcore):
     (dump_dir,) = dest.iterdir()
     assert re.fullmatch(r".+-\d{4}-\d\d-\d\d-\d\d:\d\d:\d\d", dump_dir.name)
     assert stat.S_IMODE(dump_dir.stat().st_mode) == 0o700
-    assert sorted(p.name for p in dump_dir.iterdir()) == ["vmcore"]  # no vmcore-incomplete left
+    assert dump_files(dump_dir) == ["vmcore"]  # no vmcore-incomplete left
     assert stat.S_IMODE((dump_dir / "vmcore").stat().st_mode) == 0o600
     check_kdump(str(dump_dir / "vmcore"), expected_memory(segments), PAGE_SIZE)
     # A second dump of the same minute never overwrites the first.
@@ -96,23 +97,27 @@ def test_pure_python_twin_writes_the_same_dump(tmp_path, vmcore):
     assert (tmp_path / "a").read_bytes() == (tmp_path / "b").read_bytes()
 
 
+def run_rearrange(*args: str, stdin=None) -> subprocess.CompletedProcess:
+    """vmcore-rearrange as a separate process of the project's interpreter (never a bare python3,
+    which on a fresh machine lacks the project's packages)."""
+    code = "import sys; from collector.cli import rearrange_main; sys.exit(rearrange_main())"
+    return subprocess.run([sys.executable, "-c", code, *args], stdin=stdin, capture_output=True, text=True,
+                          cwd=REPO, check=False)
+
+
 def test_vmcore_rearrange_command(tmp_path, vmcore):
     path, _ = vmcore
     run_save(str(path), "--output", str(tmp_path / "dump"), check=True)
     with open(tmp_path / "dump.flat", "wb") as flat_out:
-        subprocess.run(["python3", "-m", "collector", str(path), "--output", "-", "--format", "flat", "-q"],
-                       stdout=flat_out, check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
-    proc = subprocess.run(["python3", "-c", "import sys; from collector.cli import rearrange_main; "
-                           "sys.exit(rearrange_main())", "-", str(tmp_path / "rebuilt")],
-                          stdin=open(tmp_path / "dump.flat", "rb"), capture_output=True, text=True,
-                          cwd=os.path.dirname(os.path.dirname(__file__)))
+        subprocess.run([sys.executable, "-m", "collector", str(path), "--output", "-", "--format", "flat", "-q"],
+                       stdout=flat_out, check=True, cwd=REPO)
+    with open(tmp_path / "dump.flat", "rb") as flat_in:
+        proc = run_rearrange("-", str(tmp_path / "rebuilt"), stdin=flat_in)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "rebuilt").read_bytes() == (tmp_path / "dump").read_bytes()
     # A stream cut short (no end marker) is refused with one line.
     (tmp_path / "cut.flat").write_bytes((tmp_path / "dump.flat").read_bytes()[:-16])
-    proc = subprocess.run(["python3", "-c", "import sys; from collector.cli import rearrange_main; "
-                           "sys.exit(rearrange_main())", str(tmp_path / "cut.flat"), str(tmp_path / "r2")],
-                          capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    proc = run_rearrange(str(tmp_path / "cut.flat"), str(tmp_path / "r2"))
     assert proc.returncode == 2 and "cut short" in proc.stderr and proc.stderr.count("\n") == 1
 
 

@@ -9,7 +9,10 @@ import pytest
 
 from collector import config
 from collector.arm import CAPTURE_KERNEL_ARGS, capture_command_line, kernel_modules_for
+from collector.capture import save_options
 from collector.config import ConfigError, Target
+from collector.savejob import SaveOptions
+from collector.targets import SshOptions
 from tests.conftest import REPO
 
 EXAMPLE = REPO / "initramfs" / "vmcore-collector.conf"
@@ -41,9 +44,9 @@ def test_all_settings() -> None:
     assert loaded.pre_hooks == ("echo 'a # not a comment'",)
     assert loaded.post_hooks == ("logger done", "sync")
     assert loaded.modules == ("e1000e", "nvme")
-    assert loaded.save_arguments() == ["-d", "17", "--compress", "zlib", "--threads", "2", "--level", "6",
-                                       "--ssh-key", "/etc/key", "--known-hosts", "/etc/known",
-                                       "--keep-dumps", "3", "--min-free", "2G"]
+    assert save_options(loaded, "/var/crash") == SaveOptions(
+        vmcore="/proc/vmcore", dests=("/var/crash",), dump_level=17, compress="zlib", level=6, threads=2,
+        keep_dumps=3, min_free=2 << 30, ssh=SshOptions(key_file="/etc/key", known_hosts="/etc/known"))
     assert config.parse(config.render(loaded)) == loaded  # what the image carries reads back the same
 
 

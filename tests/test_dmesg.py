@@ -18,6 +18,7 @@ from collector.dmesg import DmesgError, Gap, LogRecord, format_entry, format_log
 from collector.formats.kdump_image import KdumpImage, PageNotInDump
 from collector.vmcoreinfo import VmcoreInfo
 from tests.conftest import run_save
+from tests.dumpcheck import dump_files
 from tests.printk_factory import (COMMITTED, FAILED_LPOS, FINALIZED, IMAGE_PADDR, IMAGE_VADDR, INFO_SIZE, RESERVED,
                                   REUSABLE, PrintkRing, StructuredLogBuf)
 from tests.sshd import SSHD, start_sshd
@@ -263,7 +264,7 @@ def test_dump_directory_gets_the_log_first_then_the_dump(tmp_path):
     proc = run_save(str(vmcore), str(tmp_path / "crash"), "-q")
     assert proc.returncode == 0, proc.stderr
     (dump_dir,) = (tmp_path / "crash").iterdir()
-    assert sorted(p.name for p in dump_dir.iterdir()) == ["vmcore", "vmcore-dmesg.txt"]
+    assert dump_files(dump_dir) == ["vmcore", "vmcore-dmesg.txt"]
     log = (dump_dir / "vmcore-dmesg.txt").read_text()
     assert log == read_ring(ring) and "line 29" in log
     assert (dump_dir / "vmcore-dmesg.txt").stat().st_mtime_ns <= (dump_dir / "vmcore").stat().st_mtime_ns
@@ -276,7 +277,7 @@ def test_dmesg_only_writes_just_the_log(tmp_path):
     proc = run_save(str(vmcore), str(tmp_path / "crash"), "--dmesg-only")
     assert proc.returncode == 0, proc.stderr
     (dump_dir,) = (tmp_path / "crash").iterdir()
-    assert [p.name for p in dump_dir.iterdir()] == ["vmcore-dmesg.txt"]
+    assert dump_files(dump_dir) == ["vmcore-dmesg.txt"]
     assert (dump_dir / "vmcore-dmesg.txt").read_text() == "[    0.000000] hello\n"
 
 
@@ -287,7 +288,7 @@ def test_log_failure_is_one_warning_and_the_dump_goes_on(tmp_path):
     warnings = [line for line in proc.stderr.splitlines() if "kernel log" in line]
     assert len(warnings) == 1 and warnings[0].startswith("vmcore-save: warning: kernel log not saved")
     (dump_dir,) = (tmp_path / "crash").iterdir()
-    assert [p.name for p in dump_dir.iterdir()] == ["vmcore"]
+    assert dump_files(dump_dir) == ["vmcore"]
     # With --dmesg-only the log is the whole job: one error line, non-zero exit, no directory.
     proc = run_save(str(vmcore), str(tmp_path / "only"), "--dmesg-only")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
@@ -393,7 +394,7 @@ def test_dump_directory_of_a_real_crash_gets_log_and_vmcore(crash, crash_log, tm
     proc = run_save(str(crash.path), str(tmp_path / "crash"), "-q")
     assert proc.returncode == 0, proc.stderr
     (dump_dir,) = (tmp_path / "crash").iterdir()
-    assert sorted(p.name for p in dump_dir.iterdir()) == ["vmcore", "vmcore-dmesg.txt"]
+    assert dump_files(dump_dir) == ["vmcore", "vmcore-dmesg.txt"]
     assert (dump_dir / "vmcore-dmesg.txt").read_text() == crash_log
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from collector.formats.kdump import KdumpFile
 from tests.conftest import run_save
-from tests.dumpcheck import drgn_page, drgn_program
+from tests.dumpcheck import drgn_page, drgn_program, dump_files
 from tests.vmcore_factory import PAGE_SIZE, SegmentSpec, build_vmcore, expected_memory, vmcoreinfo_text
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
@@ -26,7 +26,7 @@ def test_target_full_leaves_readable_incomplete_dump(tmp_path, small_tmpfs, fmt)
     assert proc.returncode == 3, proc.stderr
     assert "INCOMPLETE" in proc.stderr and "Traceback" not in proc.stderr
     (dump_dir,) = small_tmpfs.iterdir()
-    assert [p.name for p in dump_dir.iterdir()] == ["vmcore-incomplete"]
+    assert dump_files(dump_dir) == ["vmcore-incomplete"]
     path = str(dump_dir / "vmcore-incomplete")
     expected = expected_memory(segments)
     prog = drgn_program(path)
@@ -65,7 +65,7 @@ def test_a_dump_cut_short_is_saved_again_on_the_fallback(tmp_path, small_tmpfs):
     (cut_dir,) = small_tmpfs.iterdir()
     assert line == (f"vmcore-save: dump INCOMPLETE (target full or failing: No space left on device): "
                     f"{cut_dir}/vmcore-incomplete; saving it again to {fallback}")
-    assert [p.name for p in cut_dir.iterdir()] == ["vmcore-incomplete"]  # kept: it may be all there is
+    assert dump_files(cut_dir) == ["vmcore-incomplete"]  # kept: it may be all there is
     assert not KdumpFile.open(str(cut_dir / "vmcore-incomplete")).complete
     (saved_dir,) = fallback.iterdir()
     assert saved_dir.name == cut_dir.name

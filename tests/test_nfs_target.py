@@ -33,7 +33,7 @@ from collector.targets import nfs
 from collector.targets.local import Retention
 from collector.targets.nfs import MOUNT_TIMEOUT, STALL_TIMEOUT, NfsUrl, rpc_replies_in
 from tests.conftest import REPO, run_save
-from tests.dumpcheck import drgn_program
+from tests.dumpcheck import drgn_program, dump_files
 from tests.nfs_server import NfsServer, nfs_server, silent_listener
 from tests.testbed import CaptureRun, run_in_capture_kernel
 
@@ -159,7 +159,7 @@ def test_dump_over_nfs_equals_the_host_dump_of_the_same_vmcore(guest_runs: Guest
     assert rc == 0, f"{err}\n{guest_runs.context()}"
     (dump_dir,) = guest_runs.export_dir.iterdir()
     assert DUMP_DIR_NAME.fullmatch(dump_dir.name)
-    assert sorted(p.name for p in dump_dir.iterdir()) == ["vmcore", "vmcore-dmesg.txt"]
+    assert dump_files(dump_dir) == ["vmcore", "vmcore-dmesg.txt"]
     # Messages name the dump where it stays, not the capture kernel's temporary mount point.
     assert f"saved nfs://10.0.2.2/export/{dump_dir.name}/vmcore " in err
     over_nfs = dump_dir / "vmcore"
@@ -236,7 +236,7 @@ def test_a_dump_cut_short_by_a_hung_server_is_saved_again_on_the_fallback(guest_
     saved, dumped = check_cut_dump(cut_dir, host_dump)
     (saved_dir,) = (guest_runs.capture.outdir / "fallback").iterdir()
     assert saved_dir.name == cut_dir.name
-    assert sorted(p.name for p in saved_dir.iterdir()) == ["vmcore", "vmcore-dmesg.txt"]
+    assert dump_files(saved_dir) == ["vmcore", "vmcore-dmesg.txt"]
     assert (saved_dir / "vmcore").read_bytes() == host_dump.read_bytes()
     # Left alone, the hung server would block the dump for ever (collector/targets/nfs.py). The
     # whole dump written again takes a few seconds more.
@@ -257,7 +257,7 @@ def check_cut_dump(dump_dir: Path, reference_path: Path) -> tuple[int, int]:
     """What reached the server is a readable dump, flagged incomplete, whose pages are right or
     reported missing (as tests/test_cut_short.py asks of any dump cut short), with the kernel
     log beside it; nothing was renamed. Returns (pages saved, pages in the whole dump)."""
-    assert sorted(p.name for p in dump_dir.iterdir()) == ["vmcore-dmesg.txt", "vmcore-incomplete"]
+    assert dump_files(dump_dir) == ["vmcore-dmesg.txt", "vmcore-incomplete"]
     partial = KdumpFile.open(str(dump_dir / "vmcore-incomplete"))
     reference = KdumpFile.open(str(reference_path))
     try:

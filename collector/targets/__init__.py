@@ -7,12 +7,17 @@ report free space.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Protocol
 
-from ..errors import TargetUnreachable
+from ..errors import CollectorError
 from ..sink import Sink
 from .local import LocalTarget, Retention
+
+SCHEMES = ("ssh", "nfs")
+DESTINATION_FORMS = "a directory, nfs://server/export/dir or ssh://user@host/dir"
+_URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 class TargetFile(Sink, Protocol):
@@ -34,6 +39,9 @@ class Target(Protocol):
 
     def commit(self, tmp_path: str, final_path: str) -> None:
         """Atomically give a complete file its final name, durably."""
+
+    def finish_dump(self, directory: str) -> None:
+        """The dump in ``directory`` is complete: apply retention (keep_dumps), if any."""
 
     def free_space(self, path: str) -> int:
         """Bytes available to us under ``path``; -1 if the target cannot tell."""
@@ -76,21 +84,9 @@ def open_target(dest: str, ssh: SshOptions, warn: Callable[[str], None],
     return LocalTarget(dest, retention, warn)
 
 
-def open_dump_dir(dests: Sequence[str], name: str, ssh: SshOptions, warn: Callable[[str], None],
-                  retention: Retention = Retention()) -> tuple[Target, str, int]:
-    """Make the dump directory ``name`` on the first of ``dests`` that can be reached and
-    written; say in one line why each one before it was skipped. Returns (target, directory,
-    index of the destination used)."""
-    for index, dest in enumerate(dests):
-        target = None
-        try:
-            target = open_target(dest, ssh, warn, retention)
-            return target, target.make_dump_dir(name), index
-        except (TargetUnreachable, OSError) as e:
-            if target is not None:
-                target.close()
-            if index == len(dests) - 1:
-                raise
-            reason = str(e) if isinstance(e, TargetUnreachable) else f"{dest}: {e.strerror or e}"
-            warn(f"{reason}; falling back to {dests[index + 1]}")
-    raise ValueError("no destination given")
+def check_destination(dest: str, option: str) -> None:
+    """Refuse a destination of an unknown kind (``ftp://...`` is not a local directory)."""
+    url = _URL.match(dest)
+    if url is not None and url.group("scheme") not in SCHEMES:
+        raise CollectorError(f"{option} {dest}: {url.group('scheme')}:// destinations are not supported; "
+                             f"give {DESTINATION_FORMS}")

@@ -155,6 +155,9 @@ class NfsTarget:
     def commit(self, tmp_path: str, final_path: str) -> None:
         self._call(self.local.commit, self._local_path(tmp_path), self._local_path(final_path))
 
+    def finish_dump(self, directory: str) -> None:
+        self._call(self.local.finish_dump, self._local_path(directory))
+
     def free_space(self, path: str) -> int:
         return self._call(self.local.free_space, self._local_path(path))
 

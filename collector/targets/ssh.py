@@ -234,12 +234,12 @@ class Connection:
         self.close()
         while self._gave_up is None:
             if self._failed_attempts >= self.options.retries:
-                self._gave_up = OSError(errno.EIO, f"link to {self.url.host} lost ({cause}); gave up after "
-                                                   f"{self.options.retries} reconnect attempt(s)")
+                self._gave_up = OSError(errno.EIO, f"link to {self.url.host} lost ({_reason(cause)}); gave up "
+                                                   f"after {self.options.retries} reconnect attempt(s)")
                 break
             delay = min(RETRY_MAX_DELAY, RETRY_FIRST_DELAY * 2 ** self._failed_attempts)
             self._failed_attempts += 1
-            self.warn(f"link to {self.url.host} lost ({cause or type(cause).__name__}); reconnecting in "
+            self.warn(f"link to {self.url.host} lost ({_reason(cause)}); reconnecting in "
                       f"{delay:.1f} s (attempt {self._failed_attempts} of {self.options.retries})")
             time.sleep(delay)
             try:
@@ -275,6 +275,12 @@ class Connection:
         if self.client is not None:
             self.client.close()
         self.client, self.sftp = None, None
+
+
+def _reason(error: BaseException) -> str:
+    """What went wrong, never empty: paramiko raises EOFError() and SSHException() bare, and
+    then the exception's type is all there is to say."""
+    return str(error) or type(error).__name__
 
 
 class SftpFile:
@@ -505,6 +511,9 @@ class SftpTarget:
         finally:
             sftp._request(CMD_CLOSE, handle)
 
+    def finish_dump(self, directory: str) -> None:
+        """No retention over SSH (--keep-dumps and --min-free are for local and NFS targets)."""
+
     def free_space(self, path: str) -> int:
         """Bytes available under ``path``; -1 (unknown) if the server has no statvfs@openssh.com."""
         return self.connection.retrying(lambda: _statvfs_free(self.connection.sftp, path))
@@ -599,6 +608,9 @@ class ShellTarget:
 
     def commit(self, tmp_path: str, final_path: str) -> None:
         self._check(f"mv -f -- {shlex.quote(tmp_path)} {shlex.quote(final_path)}")
+
+    def finish_dump(self, directory: str) -> None:
+        """No retention over SSH (--keep-dumps and --min-free are for local and NFS targets)."""
 
     def free_space(self, path: str) -> int:
         """Unknown without SFTP: -1."""

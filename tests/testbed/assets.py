@@ -97,13 +97,17 @@ def prepare_kernel(kernel: str) -> Kernel:
 
 
 def _unpack_kernel(kernel: str, directory: Path) -> None:
-    apt, package = debian.find_kernel_package(kernel, cache_dir() / "apt")
-    (deb,) = apt.download([package], cache_dir() / "debs" / apt.suite)
+    apt, image = debian.find_kernel_package(kernel, cache_dir() / "apt")
     root = directory / "root"
-    debian.extract_deb(deb, root)
+    packages = debian.kernel_parts(image, apt.depends(image))
+    for deb in apt.download(packages, cache_dir() / "debs" / apt.suite):
+        debian.extract_deb(deb, root)
     # trixie and later ship modules under usr/lib only; depmod -b looks in lib/modules.
     if not (root / "lib").exists():
         (root / "lib").symlink_to("usr/lib")
+    if not (root / "lib" / "modules").is_dir():
+        raise TestbedError(f"Debian packages {packages} ({apt.suite}) hold no lib/modules; "
+                           "see debian.kernel_parts for how a kernel's packages are chosen")
     (release_dir,) = (root / "lib" / "modules").iterdir()
     release = release_dir.name
     subprocess.run(["depmod", "-b", str(root), release], check=True)

@@ -47,7 +47,8 @@ class PrivateApt:
         if suite not in SUITE_SOURCES:
             raise TestbedError(f"unknown Debian suite {suite!r}; known: {sorted(SUITE_SOURCES)}")
         self.suite = suite
-        self.state_dir = state_dir
+        # apt reads a relative Dir:: option as relative to /var/lib/apt, not to the working folder.
+        self.state_dir = state_dir.resolve()
 
     def _options(self) -> list[str]:
         return [
@@ -99,6 +100,14 @@ class PrivateApt:
             debs.append(matches[-1])
         return debs
 
+    def depends(self, name: str) -> list[str]:
+        """The packages ``name`` depends on directly (names only, alternatives included)."""
+        self.update()
+        out = _run(["apt-cache", *self._options(), "depends", "--no-recommends", "--no-suggests",
+                    "--no-conflicts", "--no-breaks", "--no-replaces", "--no-enhances", name]).stdout
+        return sorted({line.split(":", 1)[1].strip().strip("<>") for line in out.splitlines()
+                       if line.lstrip(" |").startswith(("Depends:", "PreDepends:"))})
+
     def recursive_depends(self, name: str) -> list[str]:
         """All packages ``name`` depends on, directly or not (names only)."""
         self.update()
@@ -128,23 +137,42 @@ def kernel_package_pattern(kernel: str) -> str:
     return rf"linux-image-{re.escape(kernel)}"
 
 
+def kernel_parts(image: str, depends: list[str]) -> list[str]:
+    """The packages that together hold ``image``'s kernel and modules.
+
+    Up to 6.12 the linux-image package holds both. From 7.0 on it is an empty package that
+    depends on linux-binary-<abi> (vmlinuz), linux-modules-<abi> and linux-base-<abi>
+    (System.map, config); those are its dependencies named for the same <abi>, unlike
+    the unversioned linux-base or kmod.
+    """
+    abi = image.removeprefix("linux-image-")
+    parts = [name for name in depends if re.fullmatch(rf"linux-[a-z]+-{re.escape(abi)}", name)]
+    return [image, *sorted(parts)]
+
+
 def _version_key(package: str) -> tuple[int, ...]:
     return tuple(int(n) for n in re.findall(r"\d+", package))
 
 
+def newest_kernel_image(kernel: str, names: list[str]) -> str | None:
+    """Of a suite's package ``names``, the newest image package for ``kernel``, if any."""
+    regex = re.compile(kernel_package_pattern(kernel))
+    return max((name for name in names if regex.fullmatch(name)), key=_version_key, default=None)
+
+
 def find_kernel_package(kernel: str, state_root: Path) -> tuple[PrivateApt, str]:
     """The newest kernel image package for ``kernel`` in the first suite that has one."""
-    pattern = kernel_package_pattern(kernel)
     for suite in SUITE_SOURCES:
         apt = PrivateApt(suite, state_root / suite)
-        names = apt.package_names(pattern)
-        if names:
-            return apt, max(names, key=_version_key)
-    raise TestbedError(f"no Debian package matches {pattern!r} in suites {list(SUITE_SOURCES)}")
+        image = newest_kernel_image(kernel, apt.package_names(r"linux-image-.*"))
+        if image is not None:
+            return apt, image
+    raise TestbedError(f"no Debian package matches {kernel_package_pattern(kernel)!r} "
+                       f"in suites {list(SUITE_SOURCES)}")
 
 
 def _run(argv: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
+    result = subprocess.run(argv, check=False, cwd=cwd, capture_output=True, text=True)
     if result.returncode != 0:
         raise TestbedError(f"{' '.join(argv[:3])}... failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return result
