@@ -71,9 +71,9 @@ def test_program_headers_anywhere_and_pn_xnum(tmp_path, save):
     """QEMU puts program headers at unusual offsets; >65535 headers use PN_XNUM."""
     data = os.urandom(3 * PAGE_SIZE) + bytes(PAGE_SIZE)
     segments = [SegmentSpec(0x100000, data)]
-    for kwargs in ({"phoff": 192}, {"force_xnum": True}):
+    for n, kwargs in enumerate(({"phoff": 192}, {"force_xnum": True})):
         vmcore = write_vmcore(tmp_path, segments, **kwargs)
-        out = str(tmp_path / "dump")
+        out = str(tmp_path / f"dump{n}")
         save(vmcore, "--output", out, "-d", "1", check=True)
         check_kdump(out, expected_memory(segments), PAGE_SIZE)
 
