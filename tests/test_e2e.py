@@ -24,7 +24,7 @@ from tests.nfs_server import nfs_server
 from tests.sshd import keygen, start_sshd
 from tests.testbed import assets
 from tests.testbed.autocapture import (HOST_SEEN_FROM_GUEST, KERNEL, build_image, crash_and_capture, find_dracut,
-                                       make_ext4_disk, new_job_dir)
+                                       make_ext4_disk, make_root_disk, new_job_dir)
 
 pytestmark = [
     pytest.mark.e2e, pytest.mark.realkernel,
@@ -74,6 +74,32 @@ def test_disk_target(job: Path, kernel: assets.Kernel, dracut: str, tmp_path: Pa
     subprocess.run(["mount", "-o", "loop,ro", str(disk), str(mount_point)], check=True)
     try:
         (dump_dir,) = (mount_point / "crash").iterdir()
+        check_saved(dump_dir, marker)
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_default_kdump_conf_dump_lands_on_the_root_disk(job: Path, kernel: assets.Kernel, dracut: str,
+                                                        tmp_path: Path) -> None:
+    # Fedora's default kdump.conf: no target line, so the dump goes to the root file system's
+    # /var/crash. build-initramfs finds the disk holding /var/crash (the guest's root disk),
+    # the capture kernel mounts it by UUID, saves, and reboots (final_action): the dump is on
+    # the disk afterwards, not in the capture kernel's RAM.
+    disk, uuid = make_root_disk(job / "root-disk.ext4")
+    image = build_image("path /var/crash\ncore_collector makedumpfile -l --message-level 7 -d 31\n", job, kernel,
+                        dracut, kdump_conf=True, root_disk=disk)
+    marker = f"VMCORE-E2E-MARKER {secrets.token_hex(8)}"
+    run = crash_and_capture(job, kernel, image, marker, dump_disk=disk)
+    assert (f"ok   target path /var/crash: the capture kernel saves to /var/crash on UUID={uuid} (ext4), "
+            "which it mounts: reachable") in run.console  # status in the first kernel
+    assert f"vmcore-collector: saving to disk UUID={uuid} (ext4) /var/crash" in run.console
+    assert "vmcore-collector: dump saved" in run.console
+    assert "vmcore-collector: reboot after" in run.console
+    mount_point = tmp_path / "mnt"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-o", "loop,ro", str(disk), str(mount_point)], check=True)
+    try:
+        (dump_dir,) = (mount_point / "var" / "crash").iterdir()
         check_saved(dump_dir, marker)
     finally:
         subprocess.run(["umount", str(mount_point)], check=True)

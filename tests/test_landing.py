@@ -95,6 +95,12 @@ def test_ram_target_only_when_spelled_out() -> None:
     assert landed.targets[1].kind == "disk" and landed.targets[1].directory == "/var/crash"
 
 
+def test_the_image_gets_the_modules_of_the_disk_a_path_lands_on() -> None:
+    landed = mounts.with_landing_disks(config.parse("target = path /var/crash\n"),
+                                       mounts.parse_mountinfo("22 1 8:2 / / rw - xfs /dev/sda2 rw\n"))
+    assert {"xfs", "virtio_blk", "sd_mod", "nvme", "ahci"} <= set(arm.kernel_modules_for(landed))
+
+
 def test_capture_job_refuses_a_path_target_without_a_device(tmp_path: Path) -> None:
     loaded = config.parse(f"target = path {tmp_path}/crash\n")
     with pytest.raises(capture.TargetNotReady, match="no device recorded for path .*rebuild the image"):

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.testbed import Vmcore, run_in_capture_kernel
+from tests.testbed.assets import resolve_guest_modules
 from tests.testbed.debian import kernel_parts, newest_kernel_image
 
 ELF_MAGIC = b"\x7fELF"
@@ -105,6 +106,17 @@ def test_split_kernel_is_fetched_with_its_binary_modules_and_base_packages() -> 
 @pytest.mark.parametrize("image", ["linux-image-6.1.0-57-amd64", "linux-image-6.12.118+deb13-amd64"])
 def test_whole_kernel_image_is_fetched_alone(image: str) -> None:
     assert kernel_parts(image, ["initramfs-tools", "kmod", "linux-base", "linux-initramfs-tool"]) == [image]
+
+
+@pytest.mark.parametrize(("softdep", "crc32c"), [("softdep ext4 pre: crypto-crc32c\n", True), ("", False)])
+def test_crc32c_module_is_loaded_only_where_ext4_asks_for_it(tmp_path: Path, softdep: str, crc32c: bool) -> None:
+    # 6.x: ext4 takes crc32c through a softdep; 7.x: built-in library, no crc32c_generic module.
+    (tmp_path / "modules.dep").write_text("kernel/fs/ext4/ext4.ko.xz:\n"
+                                          + ("kernel/crypto/crc32c_generic.ko.xz:\n" if crc32c else ""))
+    (tmp_path / "modules.builtin").write_text("")
+    (tmp_path / "modules.softdep").write_text(softdep)
+    modules = [path.name for path in resolve_guest_modules(tmp_path, ("crc32c_generic", "ext4"))]
+    assert modules == (["crc32c_generic.ko.xz"] if crc32c else []) + ["ext4.ko.xz"]
 
 
 @pytest.mark.realkernel

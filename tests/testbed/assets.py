@@ -10,6 +10,7 @@ import fcntl
 import hashlib
 import lzma
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -27,8 +28,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # Modules both guest stages load, with their dependencies (resolved from modules.dep):
 # 9p for the host shares, virtio-blk + ext4 for the workload's page cache disk,
 # qemu_fw_cfg so QEMU's vmcoreinfo device learns where VMCOREINFO is, virtio-net
-# for user networking from the capture kernel. ext4 needs crc32c through a softdep,
-# which modules.dep does not list.
+# for user networking from the capture kernel. ext4 up to 6.x needs crc32c through a
+# softdep, which modules.dep does not list (see resolve_guest_modules).
 GUEST_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "9pnet_virtio", "9p", "crc32c_generic", "ext4",
                  "qemu_fw_cfg")
 # The capture kernel also loads the NFS client (v3 and v4, with sunrpc, lockd, grace...), for
@@ -111,7 +112,12 @@ def _unpack_kernel(kernel: str, directory: Path) -> None:
     (release_dir,) = (root / "lib" / "modules").iterdir()
     release = release_dir.name
     subprocess.run(["depmod", "-b", str(root), release], check=True)
-    shutil.copyfile(root / "boot" / f"vmlinuz-{release}", directory / "vmlinuz")
+    # 7.x ships the image in the modules folder (its postinst links it into /boot).
+    bzimage = next((path for path in (root / "boot" / f"vmlinuz-{release}", release_dir / "vmlinuz")
+                    if path.exists()), None)
+    if bzimage is None:
+        raise TestbedError(f"Debian packages {packages} ({apt.suite}) hold no vmlinuz for {release}")
+    shutil.copyfile(bzimage, directory / "vmlinuz")
     (directory / "vmlinux").write_bytes(extract_vmlinux((directory / "vmlinuz").read_bytes()))
     (directory / "release").write_text(release + "\n")
 
@@ -123,12 +129,26 @@ def _initramfs_digest() -> str:
     return digest.hexdigest()[:12]
 
 
+def resolve_guest_modules(release_dir: Path, wanted: tuple[str, ...]) -> list[Path]:
+    """initramfs.resolve_modules, less crc32c_generic where ext4 does not ask for it.
+
+    ext4 up to 6.x names crc32c in a softdep ("softdep ext4 pre: crypto-crc32c" in
+    modules.softdep); from 7.0 on it calls the built-in crc32c library, and the crypto
+    module is named crc32c-cryptoapi.
+    """
+    softdep = release_dir / "modules.softdep"
+    ext4_softdep = re.compile(r"^softdep ext4 .*crypto-crc32c", re.MULTILINE)
+    if not (softdep.exists() and ext4_softdep.search(softdep.read_text())):
+        wanted = tuple(name for name in wanted if name != "crc32c_generic")
+    return initramfs.resolve_modules(release_dir, wanted)
+
+
 def _build_initramfs(release_dir: Path, target: Path) -> None:
     """first.cpio (with kexec) and capture.cpio, sharing busybox, modules and lib.sh."""
     tools = prepare_tools()
     common = initramfs.Image()
     common.add_busybox(tools / "busybox")
-    common.add_modules(initramfs.resolve_modules(release_dir, GUEST_MODULES))
+    common.add_modules(resolve_guest_modules(release_dir, GUEST_MODULES))
     common.add_file("/lib.sh", GUEST_DIR / "lib.sh", mode=0o644)
 
     first = common.copy()
@@ -137,7 +157,7 @@ def _build_initramfs(release_dir: Path, target: Path) -> None:
     first.write(target / "first.cpio")
 
     capture = common.copy()
-    capture.add_modules(initramfs.resolve_modules(release_dir, CAPTURE_MODULES))
+    capture.add_modules(resolve_guest_modules(release_dir, CAPTURE_MODULES))
     capture.add_file("/init", GUEST_DIR / "init-capture.sh", mode=0o755)
     capture.write(target / "capture.cpio")
 

@@ -91,16 +91,32 @@ def new_job_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="e2e-", dir=runs))
 
 
-def build_image(config_text: str, job: Path, kernel: assets.Kernel, dracut: str) -> Path:
-    """Our build-initramfs command, as an administrator runs it."""
-    config = job / "vmcore-collector.conf"
+def build_image(config_text: str, job: Path, kernel: assets.Kernel, dracut: str, kdump_conf: bool = False,
+                root_disk: Path | None = None) -> Path:
+    """Our build-initramfs command, as an administrator runs it. With ``kdump_conf`` the text is
+    a Fedora /etc/kdump.conf. With ``root_disk`` (the guest's root file system), build-initramfs
+    runs where /var is that disk's /var, as on the guest: in a mount namespace of its own, so
+    the host's mounts are untouched, and its root detection is what finds the disk."""
+    config = job / ("kdump.conf" if kdump_conf else "vmcore-collector.conf")
     config.write_text(config_text)
     image = job / "capture.img"
     kmoddir = kernel.directory / "root" / "lib" / "modules" / kernel.release
-    subprocess.run([sys.executable, "-m", "collector.arm", "build-initramfs", "--kernel-version", kernel.release,
-                    "--kmoddir", str(kmoddir), "--config", str(config), "--output", str(image),
-                    "--dracut", dracut], cwd=REPO, check=True)
+    command = [sys.executable, "-m", "collector.arm", "build-initramfs", "--kernel-version", kernel.release,
+               "--kmoddir", str(kmoddir), "--kdump-conf" if kdump_conf else "--config", str(config),
+               "--output", str(image), "--dracut", dracut]
+    if root_disk is not None:
+        mount_point = job / "root-disk"
+        mount_point.mkdir()
+        command = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                   'mount -o loop "$0" "$1" && mount --bind "$1/var" /var && shift && exec "$@"',
+                   str(root_disk), str(mount_point), *command]
+    subprocess.run(command, cwd=REPO, check=True)
     return image
+
+
+def _config_option(job: Path) -> str:
+    """The vmcore-collector option naming the configuration build_image wrote, as the guest sees it."""
+    return "--kdump-conf /job/kdump.conf" if (job / "kdump.conf").exists() else "--config /job/vmcore-collector.conf"
 
 
 def crash_and_capture(job: Path, kernel: assets.Kernel, image: Path, marker: str,
@@ -125,8 +141,8 @@ def crash_and_capture(job: Path, kernel: assets.Kernel, image: Path, marker: str
     (job / "bin" / "kexec").chmod(0o755)
     arm = f"export PATH=/job/bin:$PATH; cd {shlex.quote(str(REPO))} && python -m collector.arm"
     (job / "arm-command").write_text(
-        f"{arm} arm --kernel /job/vmlinuz --initrd /job/capture.img --config /job/vmcore-collector.conf"
-        f" && {{ {arm} status --initrd /job/capture.img --config /job/vmcore-collector.conf || true; }}\n")
+        f"{arm} arm --kernel /job/vmlinuz --initrd /job/capture.img {_config_option(job)}"
+        f" && {{ {arm} status --initrd /job/capture.img {_config_option(job)} || true; }}\n")
     config = CaptureGuestConfig(
         kernel=kernel.vmlinux, initramfs=kernel.first_initramfs, append=FIRST_APPEND, mem_mib=GUEST_MEM_MIB,
         shares=[Share("job", job, readonly=False), Share("hostroot", Path("/"), readonly=True)],
@@ -146,8 +162,23 @@ def crash_and_capture(job: Path, kernel: assets.Kernel, image: Path, marker: str
     return CrashRun(console, elapsed, image.stat().st_size)
 
 
-def make_ext4_disk(path: Path, mib: int = 256) -> Path:
+def make_ext4_disk(path: Path, mib: int = 256, contents: Path | None = None) -> Path:
+    """An ext4 image of ``mib`` MiB, holding the tree ``contents`` if given."""
     with open(path, "wb") as f:
         f.truncate(mib << 20)
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", str(path)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0",
+                    *(["-d", str(contents)] if contents else []), str(path)], check=True)
     return path
+
+
+def make_root_disk(path: Path, mib: int = 256) -> tuple[Path, str]:
+    """A small root file system (ext4: /etc, /var/crash as a distribution ships them) and its UUID."""
+    tree = path.with_suffix(".tree")
+    for folder in ("etc", "var/crash", "var/log"):
+        (tree / folder).mkdir(parents=True)
+    (tree / "etc" / "hostname").write_text("e2e-guest\n")
+    make_ext4_disk(path, mib, tree)
+    shutil.rmtree(tree)
+    uuid = subprocess.run(["blkid", "-o", "value", "-s", "UUID", str(path)], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    return path, uuid

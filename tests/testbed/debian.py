@@ -141,9 +141,9 @@ def kernel_parts(image: str, depends: list[str]) -> list[str]:
     """The packages that together hold ``image``'s kernel and modules.
 
     Up to 6.12 the linux-image package holds both. From 7.0 on it is an empty package that
-    depends on linux-binary-<abi> (vmlinuz), linux-modules-<abi> and linux-base-<abi>
-    (System.map, config); those are its dependencies named for the same <abi>, unlike
-    the unversioned linux-base or kmod.
+    depends on linux-binary-<abi> (lib/modules/<abi>/vmlinuz), linux-modules-<abi> and
+    linux-base-<abi> (modules.order and modules.builtin, which depmod needs, config); those
+    are its dependencies named for the same <abi>, unlike the unversioned linux-base or kmod.
     """
     abi = image.removeprefix("linux-image-")
     parts = [name for name in depends if re.fullmatch(rf"linux-[a-z]+-{re.escape(abi)}", name)]
