@@ -11,20 +11,17 @@ import sys
 from typing import Sequence
 
 from . import console
-from .config import CONFIG_PATH
-from .config import load as load_config
-from .describe import describe
-from .dmesg import kernel_log_of_file
+from .compression import FAST_LEVEL, METHODS
 from .errors import CollectorError
-from .formats import flat
+from .paths import CONFIG_PATH
 from .progress import PROGRAM
 from .savejob import (
-    COMPRESSIONS,
     DEFAULT_DEST,
     DEFAULT_VMCORE,
     EXIT_OK,
     FORMATS,
     LOG_NAME,
+    MAX_THREADS,
     SaveOptions,
     parse_size,
     print_report,
@@ -54,7 +51,7 @@ No arguments and {CONFIG_PATH} present: the configured job.
   --compress ALG         zstd | zlib (crash without zstd) | none [zstd]
   --level N              zstd -131072..22, zlib 0..9 [1, as makedumpfile]
   --format FMT           kdump | elf (gdb) | flat (pipes) [kdump]
-  --threads N            compression threads, 1..256 [1]
+  --threads N, --fast    threads 1..256 [1]; fast: zstd -3, a thread per CPU
   -q, --quiet            no progress lines, no summary
   --info FILE            describe a vmcore or a dump (--dmesg FILE: its log)
   --dmesg-only           save only {LOG_NAME} into DEST
@@ -88,10 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output")
     p.add_argument("-f", "--force", action="store_true")
     p.add_argument("-d", "--dump-level", type=int, default=31)
-    p.add_argument("--compress", choices=COMPRESSIONS, default="zstd")
+    p.add_argument("--compress", choices=METHODS, default="zstd")
     p.add_argument("--level", type=int)
     p.add_argument("--format", choices=FORMATS, default="kdump")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--fast", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("--info")
     p.add_argument("--dmesg")
@@ -112,10 +110,17 @@ def options_from(args: argparse.Namespace) -> SaveOptions:
         dests = (args.dest or DEFAULT_DEST, *args.fallback)
     else:  # none may be given: SaveOptions says so
         dests = (*([] if args.dest is None else [args.dest]), *args.fallback)
+    level, threads = args.level, 1 if args.threads is None else args.threads
+    if args.fast:
+        if args.level is not None or args.compress != "zstd":
+            raise CollectorError(f"--fast is zstd level {FAST_LEVEL}: it does not go with --level or --compress")
+        level = FAST_LEVEL
+        if args.threads is None:
+            threads = min(os.cpu_count() or 1, MAX_THREADS)
     return SaveOptions(
         vmcore=args.vmcore, dests=dests, output=args.output, force=args.force,
-        dump_level=args.dump_level, compress=args.compress, level=args.level, format=args.format,
-        threads=args.threads, quiet=args.quiet, dmesg_only=args.dmesg_only, keep_dumps=args.keep_dumps,
+        dump_level=args.dump_level, compress=args.compress, level=level, format=args.format,
+        threads=threads, quiet=args.quiet, dmesg_only=args.dmesg_only, keep_dumps=args.keep_dumps,
         min_free=args.min_free,
         ssh=SshOptions(key_file=args.ssh_key, known_hosts=args.known_hosts,
                        accept_unknown_host_key=args.ssh_insecure_accept_host_key, retries=args.ssh_retries))
@@ -132,13 +137,19 @@ def rearrange_main(argv: Sequence[str] | None = None) -> int:
 def _save(argv: list[str]) -> int:
     if not argv and os.path.exists(CONFIG_PATH):  # e.g. the capture kernel's emergency shell
         from .capture import save_configured
+        from .config import load as load_config
 
         return save_configured(load_config(CONFIG_PATH))
     args = build_parser().parse_args(argv)
+    # Imported where used: every module costs each start, and the machine is down meanwhile.
     if args.info:
+        from .describe import describe
+
         print(describe(args.info))
         return EXIT_OK
     if args.dmesg:
+        from .dmesg import kernel_log_of_file
+
         sys.stdout.write(kernel_log_of_file(args.dmesg))
         return EXIT_OK
     options = options_from(args)
@@ -153,6 +164,8 @@ def _rearrange(argv: list[str]) -> int:
     p.add_argument("-f", "--force", action="store_true",
                    help="replace an existing OUTPUT, once the new file is complete")
     args = p.parse_args(argv)
+    from .formats import flat
+
     check_output(args.output, args.force, [] if args.flat == "-" else [args.flat], "OUTPUT")
     stream = sys.stdin.buffer if args.flat == "-" else open(args.flat, "rb")
     out = OutputFile(args.output)

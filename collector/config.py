@@ -41,12 +41,12 @@ import shlex
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .classify import MAX_DUMP_LEVEL
+from .compression import LEVEL_RANGES, METHODS
+from .dump_level import MAX_DUMP_LEVEL
 from .errors import CollectorError
+from .paths import CONFIG_PATH
 
-CONFIG_PATH = "/etc/vmcore-collector.conf"
 TARGET_KINDS = ("disk", "ssh", "nfs", "path", "ram")
-COMPRESSIONS = ("zstd", "zlib", "none")
 FINAL_ACTIONS = ("reboot", "halt", "poweroff")
 FAILURE_ACTIONS = FINAL_ACTIONS + ("shell",)
 DEFAULT_DIRECTORY = "/var/crash"
@@ -239,11 +239,10 @@ def _validated(config: Config, name: str) -> Config:
         raise ConfigError(f"{name}: no target: add a line like 'target = disk /dev/sdb1 ext4 /var/crash'")
     checks = [
         (0 <= config.dump_level <= MAX_DUMP_LEVEL, f"dump_level {config.dump_level} is not in 0-{MAX_DUMP_LEVEL}"),
-        (config.compress in COMPRESSIONS, f"compress {config.compress!r} is not one of {', '.join(COMPRESSIONS)}"),
-        (config.compress != "zstd" or 1 <= config.compress_level <= 22,
-         f"compress_level {config.compress_level} is not in 1-22 for zstd"),
-        (config.compress != "zlib" or 1 <= config.compress_level <= 9,
-         f"compress_level {config.compress_level} is not in 1-9 for zlib"),
+        (config.compress in METHODS, f"compress {config.compress!r} is not one of {', '.join(METHODS)}"),
+        *((low <= config.compress_level <= high,
+           f"compress_level {config.compress_level} is not in {low}-{high} for {method}")
+          for method, (low, high) in LEVEL_RANGES.items() if config.compress == method),
         (config.threads >= 1, "threads must be at least 1"),
         (config.wait_seconds >= 1, "wait_seconds must be at least 1"),
         (config.keep_dumps is None or config.keep_dumps >= 1, "keep_dumps must be at least 1 (the new dump)"),

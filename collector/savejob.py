@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import console, fastcopy
-from .classify import MAX_DUMP_LEVEL, PageClassifier
-from .dmesg import kernel_log
+from .classify import PageClassifier
+from .compression import DEFAULT_LEVEL, LEVEL_RANGES, METHODS
+from .dump_level import MAX_DUMP_LEVEL
 from .errors import CollectorError, TargetUnreachable
 from .formats import flat
 from .formats.elfcore import write_elf
@@ -49,11 +50,6 @@ DEFAULT_DEST = "/var/crash"
 LOG_NAME, LOG_INCOMPLETE_NAME = "vmcore-dmesg.txt", "vmcore-dmesg-incomplete.txt"
 INCOMPLETE_NAME = "vmcore-incomplete"
 FORMATS = ("kdump", "elf", "flat")
-COMPRESSIONS = ("zstd", "zlib", "none")
-# Compression levels each method takes: zstd's ZSTD_minCLevel() (-ZSTD_TARGETLENGTH_MAX,
-# -131072; python-zstandard exports only the maximum) to ZSTD_maxCLevel(); zlib's 0-9.
-LEVELS = {"zstd": (-(1 << 17), 22), "zlib": (0, 9)}
-DEFAULT_LEVEL = 1  # makedumpfile's
 # More compression threads cannot help any machine this runs on (a capture kernel usually has
 # one or a few CPUs), and each holds a compressor and batch buffers in a small memory; a fixed
 # bound, not one from os.cpu_count(): a configuration must mean the same in the capture kernel.
@@ -102,12 +98,12 @@ class SaveOptions:
     def _problem(self) -> str | None:
         if not 0 <= self.dump_level <= MAX_DUMP_LEVEL:
             return f"--dump-level {self.dump_level} is not in 0-{MAX_DUMP_LEVEL}"
-        if self.compress not in COMPRESSIONS:
-            return f"--compress {self.compress!r} is not one of {', '.join(COMPRESSIONS)}"
+        if self.compress not in METHODS:
+            return f"--compress {self.compress!r} is not one of {', '.join(METHODS)}"
         if self.level is not None:
             if self.compress == "none":
                 return "--level does not go with --compress none"
-            low, high = LEVELS[self.compress]
+            low, high = LEVEL_RANGES[self.compress]
             if not low <= self.level <= high:
                 return f"--level {self.level} is not in {low}-{high} for {self.compress}"
         if self.format not in FORMATS:
@@ -185,6 +181,8 @@ def save(options: SaveOptions, say: Notice = notice) -> Outcome:
         for warning in vmcore.warnings:
             progress.message(f"warning: {warning}")
         if options.dmesg_only:  # the log is the whole job, so failing to read or write it is an error
+            from .dmesg import kernel_log  # only where a log is saved
+
             text = kernel_log(vmcore)
             # No size bound: min_free stops the log, and nothing is removed to make room for it.
             retention = Retention(options.keep_dumps, options.min_free)
@@ -383,6 +381,8 @@ def dump_dir_name(vmcore: Vmcore) -> str:
 def _kernel_log_or_warn(vmcore: Vmcore, say: Notice) -> str | None:
     """The crashed kernel's log, or None after one warning line: the dump matters more."""
     try:
+        from .dmesg import kernel_log  # only where a log is saved
+
         return kernel_log(vmcore)
     except Exception as e:  # whatever goes wrong with the log, the dump must still be taken
         reason = str(e) if isinstance(e, CollectorError) else f"{type(e).__name__}: {e}"

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from collector import savejob
+from collector.compression import LEVEL_RANGES
 from collector.errors import CollectorError
 from collector.formats.kdump import KdumpFile
 from collector.savejob import SaveOptions
@@ -75,13 +76,13 @@ def test_compression_levels_are_the_libraries_own_ranges():
 
     import zstandard
 
-    low, high = savejob.LEVELS["zstd"]
+    low, high = LEVEL_RANGES["zstd"]
     assert high == zstandard.MAX_COMPRESSION_LEVEL
     page = os.urandom(512) * 8
     for level in (low, high):
         frame = zstandard.ZstdCompressor(level=level).compress(page)
         assert zstandard.ZstdDecompressor().decompress(frame) == page
-    assert savejob.LEVELS["zlib"] == (0, 9) and zlib.decompress(zlib.compress(page, 9)) == page
+    assert LEVEL_RANGES["zlib"] == (0, 9) and zlib.decompress(zlib.compress(page, 9)) == page
 
 
 def test_output_takes_no_destinations(tmp_path, vmcore):
@@ -237,3 +238,13 @@ def test_the_capture_job_neither_imports_the_command_line_nor_passes_arguments()
     from collector import config
 
     assert not hasattr(config.Config, "save_arguments")
+
+
+def test_fast_is_zstd_level_minus_3_on_a_thread_per_cpu():
+    from collector.cli import build_parser, options_from
+
+    options = options_from(build_parser().parse_args(["--fast", "-o", "out", "vmcore"]))
+    assert (options.compress, options.level, options.threads) == ("zstd", -3, min(os.cpu_count() or 1, 256))
+    assert options_from(build_parser().parse_args(["--fast", "--threads", "1", "-o", "o", "v"])).threads == 1
+    with pytest.raises(CollectorError, match="--fast is zstd level -3"):
+        options_from(build_parser().parse_args(["--fast", "--level", "5", "-o", "o", "v"]))
