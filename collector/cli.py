@@ -136,8 +136,9 @@ def _save(argv: list[str]) -> int:
         return save_configured(load_config(CONFIG_PATH))
     args = build_parser().parse_args(argv)
     if args.info:
-        print(describe(args.info))
-        return EXIT_OK
+        info = describe(args.info)
+        print(info.text)
+        return info.exit_code
     if args.dmesg:
         sys.stdout.write(kernel_log_of_file(args.dmesg))
         return EXIT_OK
