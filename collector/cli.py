@@ -145,8 +145,9 @@ def _save(argv: list[str]) -> int:
     if args.info:
         from .describe import describe
 
-        print(describe(args.info))
-        return EXIT_OK
+        info = describe(args.info)
+        print(info.text)
+        return info.exit_code
     if args.dmesg:
         from .dmesg import kernel_log_of_file
 

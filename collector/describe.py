@@ -2,36 +2,38 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from . import fastcopy
 from .errors import InputError
 from .formats import flat
-from .formats.kdump import KdumpFile
+from .formats.kdump import SIGNATURE, KdumpFile
 from .vmcore import Vmcore
 
+# --info's exit status: whether the file holds every page it says it holds.
+INFO_COMPLETE, INFO_UNREADABLE, INFO_INCOMPLETE = 0, 2, 3
 
-def describe(path: str) -> str:
-    """Human-readable description of a vmcore, a kdump file or a flattened stream."""
+
+@dataclass(frozen=True)
+class Description:
+    text: str
+    exit_code: int  # INFO_COMPLETE, INFO_INCOMPLETE (pages missing, the rest readable) or INFO_UNREADABLE
+
+
+def describe(path: str) -> Description:
+    """What a vmcore, a kdump file or a flattened stream is and holds, and how complete it is."""
     try:
         with open(path, "rb") as f:
             head = f.read(16)
     except OSError as e:
         raise InputError(f"cannot open {path}: {e.strerror}") from None
     if flat.is_flat(head):
-        return f"{path}: flattened kdump stream: run vmcore-rearrange {path} OUT to get the kdump file"
-    if head.startswith(b"KDUMP"):
+        return Description(f"{path}: flattened kdump stream: run vmcore-rearrange {path} OUT to get the kdump file",
+                           INFO_COMPLETE)
+    if head and SIGNATURE.startswith(head[:len(SIGNATURE)]):  # also a file cut inside the signature
         dump = KdumpFile.open(path)
         try:
-            h = dump.header
-            release, machine = (name.split(b"\0", 1)[0].decode(errors="replace") for name in (h.release, h.machine))
-            present = fastcopy.count_bits(dump.present, 0, dump.max_mapnr)
-            return "\n".join([
-                f"{path}: kdump-compressed dump, header version {h.header_version}",
-                f"  kernel: {release} ({machine}), "
-                f"{h.nr_cpus} CPU(s), page size {dump.page_size}",
-                f"  dump level {dump.sub_header.dump_level}, compression {dump.compression}",
-                f"  pages: {present} present, {dump.ndump} dumped, max pfn {dump.max_mapnr:#x}",
-                f"  {'complete' if dump.complete else 'INCOMPLETE (cut short: some pages are missing)'}",
-            ])
+            return _describe_kdump(path, dump)
         finally:
             dump.close()
     with Vmcore(path) as vmcore:
@@ -45,4 +47,30 @@ def describe(path: str) -> str:
         if len(vmcore.segments) > 64:
             lines.append(f"    ... {len(vmcore.segments) - 64} more")
         lines += [f"  warning: {w}" for w in vmcore.warnings]
-        return "\n".join(lines)
+        return Description("\n".join(lines), INFO_COMPLETE)
+
+
+def _describe_kdump(path: str, dump: KdumpFile) -> Description:
+    """Only what the file really holds: a part cut off is named, never shown as zeros."""
+    h, cut = dump.header, dump.truncation
+    lost = set(cut.missing_parts) if cut else set()
+    release, machine = (name.split(b"\0", 1)[0].decode(errors="replace") for name in (h.release, h.machine))
+    lines = [f"{path}: kdump-compressed dump, header version {h.header_version}",
+             f"  kernel: {release} ({machine}), {h.nr_cpus} CPU(s), page size {dump.page_size}"]
+    if "sub-header" not in lost:
+        lines.append(f"  dump level {dump.sub_header.dump_level}, compression {dump.compression}")
+    if "bitmaps" not in lost:
+        present = fastcopy.count_bits(dump.present, 0, dump.max_mapnr)
+        lines.append(f"  pages: {present} present, {dump.ndump} dumped, max pfn {dump.max_mapnr:#x}")
+    if cut:
+        lines.append(f"  {cut.describe(dump.ndump)}")
+    elif not dump.complete:
+        lines.append(f"  INCOMPLETE (the writer was cut short): {dump.pages_missing} of {dump.ndump} dumped pages "
+                     "are missing")
+    else:
+        lines.append("  complete")
+    if dump.complete:
+        return Description("\n".join(lines), INFO_COMPLETE)
+    # Without the notes there is no VMCOREINFO, without the bitmaps no page can be found.
+    readable = not lost & {"notes (VMCOREINFO)", "bitmaps"}
+    return Description("\n".join(lines), INFO_INCOMPLETE if readable else INFO_UNREADABLE)

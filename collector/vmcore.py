@@ -6,6 +6,7 @@ import bisect
 import contextlib
 import mmap
 import os
+import re
 import resource
 from dataclasses import dataclass
 from typing import Iterator
@@ -18,6 +19,13 @@ from .vmcoreinfo import VmcoreInfo
 # /proc/vmcore with small read() calls maps and unmaps one page per call: slow on real machines.
 # The page pipeline keeps a few windows mapped while threads encode them.
 MAP_WINDOW_BYTES = 8 << 20
+
+# A damaged VMCOREINFO is replaced in the notes the dump carries by a repaired one; its original
+# bytes follow in a note of this name, which readers skip (drgn, libkdumpfile and makedumpfile
+# match note names exactly; crash by prefix, hence a name not starting with VMCOREINFO).
+ORIGINAL_VMCOREINFO_NOTE_NAME = b"DAMAGED_VMCOREINFO"
+UTS_FIELD_BYTES, UTS_NAMES = 65, ("sysname", "nodename", "release", "version", "machine", "domainname")
+_RELEASE = re.compile(r"^\d+\.\d+[\x21-\x7e]*$")
 
 # x86_64 kernel text is mapped at __START_KERNEL_map + (paddr - phys_base).
 X86_64_START_KERNEL_MAP = 0xFFFFFFFF80000000
@@ -288,16 +296,20 @@ class Vmcore:
         if not note_phdrs:
             raise InputError(f"{f.path}: no PT_NOTE segment: not a vmcore")
         self.notes = b"".join(f.pread(ph.p_offset, ph.p_filesz) for ph in note_phdrs)
-        self.nr_cpus = 0
+        self.original_notes = self.notes  # the vmcore's own, also when self.notes is repaired
         self.vmcoreinfo: VmcoreInfo | None = None
         self.vmcoreinfo_offset = 0  # descriptor offset inside self.notes
-        for note in elf.iter_notes(self.notes):
-            if note.type == elf.NT_PRSTATUS and note.name == b"CORE":
-                self.nr_cpus += 1
-            elif note.name == elf.VMCOREINFO_NOTE_NAME and self.vmcoreinfo is None:
-                self.vmcoreinfo = VmcoreInfo.parse(note.desc)
-                self.vmcoreinfo_offset = note.desc_offset
-                self.vmcoreinfo_size = len(note.desc)
+        notes = list(elf.iter_notes(self.notes))
+        self.nr_cpus = sum(note.type == elf.NT_PRSTATUS and note.name == b"CORE" for note in notes)
+        named = [note for note in notes if note.name == elf.VMCOREINFO_NOTE_NAME]
+        # A note whose name was damaged still holds the kernel's VMCOREINFO text.
+        lookalikes = [note for note in notes if note.name not in (b"CORE", ORIGINAL_VMCOREINFO_NOTE_NAME)
+                      and VmcoreInfo.parse(note.desc).looks_like_vmcoreinfo()]
+        self._vmcoreinfo_note: elf.Note | None = (named or lookalikes)[0] if named or lookalikes else None
+        if self._vmcoreinfo_note is not None:
+            self.vmcoreinfo = VmcoreInfo.parse(self._vmcoreinfo_note.desc)
+            self.vmcoreinfo_offset = self._vmcoreinfo_note.desc_offset
+            self.vmcoreinfo_size = len(self._vmcoreinfo_note.desc)
         self.segments = [Segment(ph.p_paddr, ph.p_offset, ph.p_filesz, ph.p_memsz, ph.p_vaddr)
                          for ph in phdrs if ph.p_type == elf.PT_LOAD]
         if not self.segments:
@@ -306,15 +318,51 @@ class Vmcore:
         info_page_size = self.vmcoreinfo.page_size if self.vmcoreinfo else None
         if self.vmcoreinfo is None:
             self.warnings.append("no VMCOREINFO note: page filtering that needs kernel data is off")
-        elif self.vmcoreinfo.problems:
-            self.warnings.append(f"VMCOREINFO: {len(self.vmcoreinfo.problems)} line(s) ignored, "
-                                 f"first: {self.vmcoreinfo.problems[0]}")
-        if info_page_size is None:
-            info_page_size = resource.getpagesize()
-            if self.vmcoreinfo is not None:
-                self.warnings.append(f"VMCOREINFO has no valid PAGESIZE: assuming {info_page_size}")
-        self.page_size = info_page_size
+        self.page_size = info_page_size or resource.getpagesize()
         self.memory = PhysicalMemory(f, self.segments, self.page_size)
+        if self.vmcoreinfo is not None:
+            self._repair_vmcoreinfo(self.vmcoreinfo)
+
+    def _repair_vmcoreinfo(self, info: VmcoreInfo) -> None:
+        """Readers refuse a dump whose VMCOREINFO lacks a valid OSRELEASE or PAGESIZE (drgn:
+        "Invalid page size"), or has no note of that name: the dump then carries the lines
+        that parse, with the values this run used, and the original bytes in a second note."""
+        note = self._vmcoreinfo_note
+        assert note is not None
+        repairs, values = [], {}
+        if note.name != elf.VMCOREINFO_NOTE_NAME:
+            repairs.append(f"note named {note.name[:40]!r}, not VMCOREINFO")
+        if info.problems:
+            repairs.append(f"{len(info.problems)} line(s) ignored, first: {info.problems[0]}")
+        if info.page_size is None:
+            values["PAGESIZE"] = str(self.page_size)
+            repairs.append(f"PAGESIZE={self.page_size} (assumed: no valid PAGESIZE)")
+        if "NUMBER(phys_base)" in info.bad_keys:
+            values["NUMBER(phys_base)"] = str(self.phys_base)
+            repairs.append(f"NUMBER(phys_base)={self.phys_base} (from the kernel-text segment)")
+        if self.e_machine == elf.EM_X86_64 and "swapper_pg_dir" not in info.symbols and "init_top_pgt" in info.symbols:
+            values["SYMBOL(swapper_pg_dir)"] = f"{info.symbols['init_top_pgt']:x}"  # the same table on x86_64
+            repairs.append("SYMBOL(swapper_pg_dir) from SYMBOL(init_top_pgt)")
+        if not _RELEASE.match(info.osrelease or ""):
+            uts = self._read_utsname()
+            # Readers open no dump without an OSRELEASE; "unknown" is what the header says too.
+            values["OSRELEASE"] = uts["release"] if uts else "unknown"
+            repairs.append(f"OSRELEASE={values['OSRELEASE']} "
+                           f"({'from init_uts_ns' if uts else 'not readable from init_uts_ns'})")
+        if not repairs:
+            return
+        text = info.repaired(values)
+        # The other notes as they were; one VMCOREINFO, the repaired one (drgn takes the last).
+        self.notes = b"".join([*(elf.build_note(other.name, other.type, other.desc)
+                                 for other in elf.iter_notes(self.original_notes)
+                                 if other.desc_offset != note.desc_offset),
+                               elf.build_note(elf.VMCOREINFO_NOTE_NAME, 0, text),
+                               elf.build_note(ORIGINAL_VMCOREINFO_NOTE_NAME, 0, note.desc)])
+        placed = next(n for n in elf.iter_notes(self.notes) if n.name == elf.VMCOREINFO_NOTE_NAME)
+        self.vmcoreinfo_offset, self.vmcoreinfo_size = placed.desc_offset, len(placed.desc)
+        self.vmcoreinfo = VmcoreInfo.parse(text)
+        self.warnings.append(f"VMCOREINFO repaired ({'; '.join(repairs)}); the dump keeps the original in note "
+                             f"{ORIGINAL_VMCOREINFO_NOTE_NAME.decode()}")
 
     @property
     def osrelease(self) -> str:
@@ -346,15 +394,19 @@ class Vmcore:
         # libkdumpfile ignores a utsname with empty fields and then cannot tell the architecture.
         uts = {"sysname": "Linux", "nodename": "(none)", "release": self.osrelease or "unknown",
                "version": "unknown", "machine": self.machine, "domainname": "(none)"}
+        found = self._read_utsname()
+        # Trust memory only if it agrees with VMCOREINFO: a wrong phys_base reads garbage.
+        return found if found is not None and found["release"] == self.osrelease else uts
+
+    def _read_utsname(self) -> dict[str, str] | None:
+        """init_uts_ns.name from memory, None unless it reads like a Linux utsname."""
         info = self.vmcoreinfo
         base = self.kernel_symbol_paddr("init_uts_ns")
         name_offset = info.offsets.get("uts_namespace.name") if info else None
         if base is None or name_offset is None:
-            return uts
-        raw = self.memory.read(base + name_offset, 6 * 65)
-        fields = [raw[i * 65:(i + 1) * 65].split(b"\0", 1)[0].decode("utf-8", "replace") for i in range(6)]
-        names = ("sysname", "nodename", "release", "version", "machine", "domainname")
-        # Trust memory only if it agrees with VMCOREINFO: a wrong phys_base reads garbage.
-        if fields[2] != self.osrelease:
-            return uts
-        return dict(zip(names, fields))
+            return None
+        raw = self.memory.read(base + name_offset, len(UTS_NAMES) * UTS_FIELD_BYTES)
+        fields = [raw[i * UTS_FIELD_BYTES:(i + 1) * UTS_FIELD_BYTES].split(b"\0", 1)[0].decode("utf-8", "replace")
+                  for i in range(len(UTS_NAMES))]
+        uts = dict(zip(UTS_NAMES, fields))
+        return uts if uts["sysname"] == "Linux" and _RELEASE.match(uts["release"]) else None

@@ -236,19 +236,51 @@ class _PageDataWriter:
         self._pending_stored = 0
 
 
+# The parts of a kdump file in file order, as a file cut short names what it lost.
+KDUMP_PARTS = ("header", "sub-header", "notes (VMCOREINFO)", "bitmaps", "page descriptors", "page data")
+CUT_SHORT = "page missing (dump cut short)"
+DESCS_PER_READ = 4096
+
+
+@dataclass(frozen=True)
+class Truncation:
+    """A kdump file shorter than its own header and descriptors say it is (cut with head -c, a
+    copy that stopped, a full disk behind a writer that did not see the error)."""
+
+    size: int              # the file's length
+    part: str              # the first part the file does not wholly hold (one of KDUMP_PARTS)
+    part_end: int          # where that part should end
+    pages_missing: int | None  # dumped pages without their data; None when the bitmaps are cut
+
+    @property
+    def missing_parts(self) -> tuple[str, ...]:
+        return KDUMP_PARTS[KDUMP_PARTS.index(self.part):]
+
+    def describe(self, ndump: int) -> str:
+        lost = ", ".join([f"{self.part} (from byte {self.size})", *self.missing_parts[1:]])
+        pages = "" if self.pages_missing is None else f"; {self.pages_missing} of {ndump} dumped pages are missing"
+        return (f"TRUNCATED: the file is {self.size} bytes but its {self.part} should reach byte "
+                f"{self.part_end}; missing: {lost}{pages}")
+
+
 class KdumpFile:
     """Reads a kdump-compressed file: header fields, bitmaps and pages by pfn.
 
     For --info and for checking dumps; it loads both bitmaps into memory (32 MiB each at 1 TiB
-    of RAM), which the collector's own write path never does.
+    of RAM), which the collector's own write path never does. ``size`` is the file's length:
+    what lies past it is missing (``truncation`` says from which part on), never zeros.
     """
 
-    def __init__(self, read_at: Callable[[int, int], bytes]) -> None:
+    def __init__(self, read_at: Callable[[int, int], bytes], size: int) -> None:
         self._read_at = read_at
+        self.size = size
         self._release: Callable[[], None] = lambda: None  # open() sets it to close its file
         self.header = DISK_DUMP_HEADER.parse(read_at(0, DISK_DUMP_HEADER.size))
-        if self.header.signature != SIGNATURE:
+        if self.header.signature[:size] != SIGNATURE[:size]:  # a file cut inside it has what is left
             raise InputError("not a kdump-compressed file (no KDUMP signature)")
+        if size < DISK_DUMP_HEADER.size:
+            raise InputError(f"kdump file TRUNCATED inside its header ({size} of {DISK_DUMP_HEADER.size} "
+                             "bytes): nothing in it can be read")
         bs = self.header.block_size
         if bs <= 0 or bs & (bs - 1) or self.header.bitmap_blocks % 2:
             raise InputError(f"kdump header is damaged (block_size {bs}, bitmap_blocks "
@@ -269,6 +301,61 @@ class KdumpFile:
             end = min(start + block_bits, self.max_mapnr)
             self._rank_blocks.append(self._rank_blocks[-1] + fastcopy.count_bits(self.dumpable, start, end))
         self.ndump = self._rank_blocks[-1]
+        self.descs_end = self.layout.descs_offset + self.ndump * PAGE_DESC.size
+        # Unknown (None) when the bitmaps are cut: they say which pages were dumped.
+        self.pages_missing = None if size < self.layout.descs_offset else self._pages_without_data()
+        self.truncation = self._find_truncation()
+
+    def _find_truncation(self) -> Truncation | None:
+        sh, bs = self.sub_header, self.page_size
+        ends = [("sub-header", bs + KDUMP_SUB_HEADER.size),
+                ("notes (VMCOREINFO)", max(sh.offset_note + sh.size_note,
+                                           sh.offset_vmcoreinfo + sh.size_vmcoreinfo)),
+                ("bitmaps", self.layout.descs_offset),
+                ("page descriptors", self.descs_end)]
+        for part, end in ends:
+            if self.size < end:
+                return Truncation(self.size, part, end, self.pages_missing)
+        if self.pages_missing and self.size < self._data_end():
+            return Truncation(self.size, "page data", self._data_end(), self.pages_missing)
+        return None
+
+    def _descs(self, start: int, end: int) -> list[Any]:
+        raw = self._read_at(self.layout.descs_offset + start * PAGE_DESC.size, (end - start) * PAGE_DESC.size)
+        return [PAGE_DESC.parse(raw, i * PAGE_DESC.size) for i in range(end - start)]
+
+    def _has_data(self, desc: Any) -> bool:
+        return desc.offset != 0 and desc.offset + desc.size <= self.size
+
+    def _pages_without_data(self) -> int:
+        """Dumped pages whose data is not in the file: descriptor past the end of the file or
+        never written (offset 0), or data past the end. Page data follows descriptor order
+        (makedumpfile's and ours), so the scan goes back from the last descriptor only until
+        one whose data is there, other than the first stored page (the shared zero page, which
+        pages of any pfn point at)."""
+        missing, end = 0, self.ndump
+        while end > 0:
+            start = max(0, end - DESCS_PER_READ)
+            for desc in reversed(self._descs(start, end)):
+                if not self._has_data(desc):
+                    missing += 1
+                elif desc.offset > self.descs_end:
+                    return missing
+            end = start
+        return missing
+
+    def _data_end(self) -> int:
+        """Where the page data should end: past the descriptor that points furthest (in the
+        last read that holds a page other than the first stored one, by descriptor order)."""
+        data_end, end = self.descs_end, self.ndump
+        while end > 0:
+            start = max(0, end - DESCS_PER_READ)
+            descs = [desc for desc in self._descs(start, end) if desc.offset != 0]
+            data_end = max([data_end, *(desc.offset + desc.size for desc in descs)])
+            if any(desc.offset > self.descs_end for desc in descs):
+                break
+            end = start
+        return data_end
 
     @classmethod
     def open(cls, path: str) -> "KdumpFile":
@@ -280,10 +367,15 @@ class KdumpFile:
             raise InputError(f"cannot open {path}: {e.strerror}") from None
 
         def read_at(offset: int, length: int) -> bytes:
-            return os.pread(file.fileno(), length, offset).ljust(length, b"\0")  # holes past EOF read as zeros
+            # Past EOF reads as zeros: descriptors there have offset 0 (never written); what
+            # else lies there, KdumpFile tells missing by the file's size.
+            return os.pread(file.fileno(), length, offset).ljust(length, b"\0")
 
         try:
-            dump = cls(read_at)
+            dump = cls(read_at, os.fstat(file.fileno()).st_size)
+        except InputError as e:
+            file.close()
+            raise InputError(f"{path}: {e}") from None
         except BaseException:
             file.close()
             raise
@@ -295,7 +387,19 @@ class KdumpFile:
 
     @property
     def complete(self) -> bool:
-        return not self.header.status & STATUS_INCOMPLETE
+        """Every dumped page is in the file: the writer finished and nothing was cut off since."""
+        return not self.header.status & STATUS_INCOMPLETE and self.truncation is None
+
+    def absence(self, pfn: int) -> str:
+        """Why read_page(pfn) gives None, for messages."""
+        if not 0 <= pfn < self.max_mapnr:
+            return "not in the crashed machine's memory"
+        if self.layout.bitmap2_offset + (pfn >> 3) >= self.size:
+            return CUT_SHORT
+        if not self.is_dumpable(pfn):
+            level = "unknown" if self.size < self.page_size + KDUMP_SUB_HEADER.size else self.sub_header.dump_level
+            return f"excluded at dump level {level}" if self.is_present(pfn) else "not in the crashed machine's memory"
+        return CUT_SHORT if not self.complete else "page damaged (its data is not one page)"
 
     @property
     def compression(self) -> str:
@@ -328,13 +432,15 @@ class KdumpFile:
         if not self.is_dumpable(pfn):
             return None
         desc = self.page_desc(pfn)
-        if desc.offset == 0:  # descriptor never written: dump was cut short
+        if not self._has_data(desc):  # descriptor never written, or its data cut off
             return None
         if desc.flags == 0:  # stored as is: exactly one page
             return self._read_at(desc.offset, desc.size) if desc.size == self.page_size else None
         if not 0 < desc.size < self.page_size:  # compressed pages are stored only when smaller
             return None
         data = self._read_at(desc.offset, desc.size)
+        decompress: Callable[[bytes], bytes]
+        damaged: type[Exception]
         if desc.flags == PAGE_FLAGS["zstd"]:
             import zstandard
 

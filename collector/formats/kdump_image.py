@@ -39,9 +39,7 @@ class KdumpPhysicalMemory:
             return cached
         data = self.dump.read_page(pfn)
         if data is None:
-            level = self.dump.sub_header.dump_level
-            raise PageNotInDump(f"{self.path}: physical page {pfn:#x} is not in the dump "
-                                f"(excluded at dump level {level}, or the dump was cut short)")
+            raise PageNotInDump(f"{self.path}: physical page {pfn:#x} is not in the dump: {self.dump.absence(pfn)}")
         if len(data) != self.page_size:
             raise InputError(f"{self.path}: page {pfn:#x} is damaged ({len(data)} bytes, "
                              f"not {self.page_size})")
@@ -71,6 +69,10 @@ class KdumpImage:
     def __init__(self, path: str) -> None:
         self.dump = KdumpFile.open(path)
         self.path = path
+        cut = self.dump.truncation
+        if cut and "notes (VMCOREINFO)" in cut.missing_parts:
+            self.dump.close()
+            raise InputError(f"{path}: {cut.describe(self.dump.ndump)}: without VMCOREINFO nothing in it can be read")
         self.page_size = self.dump.page_size
         self.vmcoreinfo: VmcoreInfo | None = None
         for note in elf.iter_notes(self.dump.notes):
