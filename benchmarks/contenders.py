@@ -1,4 +1,9 @@
-"""The programs compared, each one command line on one input, writing one output file."""
+"""The programs compared, each one command line on one input, writing one output file.
+
+The makedumpfile raced is one binary: $VMCORE_BENCH_MAKEDUMPFILE if set, else the zstd build in
+../shared/tools (issue 13's reference: upstream 1.7.9 with zstd, lzo and snappy) when present,
+else Debian's (1.7.2: no zstd, so its -z rows are skipped, saying why).
+"""
 
 from __future__ import annotations
 
@@ -9,111 +14,128 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from collector.compression import FAST_LEVEL
+
 from .inputs import BenchInput
 
-GB = 10**9
+MAKEDUMPFILE_ENV = "VMCORE_BENCH_MAKEDUMPFILE"
+SHARED_MAKEDUMPFILE = Path(__file__).resolve().parent.parent.parent / "shared" / "tools" / "makedumpfile"
+DEBIAN_MAKEDUMPFILES = ("/usr/sbin/makedumpfile", "/usr/bin/makedumpfile")
 PURE_PYTHON_ENV = "VMCORE_COLLECTOR_PURE_PYTHON"
-# Pure-Python runs only on inputs up to this file size: the twin is the slow reference.
-PURE_PYTHON_MAX_BYTES = int(1.1 * GB)
-# `cat > out` writes the whole input to the scratch tmpfs: only inputs that fit beside the rest.
-CAT_MAX_BYTES = int(4.5 * GB)
-# zlib runs at ~30 MB/s of non-zero data: on the 16 and 64 GiB synthetic vmcores a single run
-# would take minutes, and both contenders' zlib rows on 1 and 4 GiB already give the ratio.
-ZLIB_MAX_BYTES = int(4.5 * GB)
-# The -d 1 runs of vmcore-save on synthetic vmcores up to 16 GiB pair with makedumpfile -d 1
-# (makedumpfile cannot do -d 31 there); beyond that -d 31 (the same work) stands for both.
-SYNTHETIC_D1_MAX_BYTES = int(17.2 * GB)
+# Goal 3's sweep: zstd's negative levels, at the machine's thread count, -d 31, one run each.
+SWEEP_LEVELS = (-1, -3, -5, -7, -10, -15, -20)
+SWEEP_THREADS = 2
+# Goal 2's scaling curve, on the largest real input only.
+SCALING_THREADS = (1, 2, 3, 4)
+
+# Where a contender runs: every real vmcore, the largest real one only, or the synthetic ones
+# (which only serve the memory goal: vmcore-save at -d 31, 1 and 2 threads).
+REAL, LARGEST_REAL, SYNTHETIC = "real", "largest real", "synthetic"
 
 
 @dataclass(frozen=True)
 class Contender:
     name: str                  # row label
-    family: str                # "vmcore-save", "makedumpfile" or "reference"
+    family: str                # "vmcore-save" or "makedumpfile"
     argv: tuple[str, ...]      # with {vmcore} and {out} placeholders
-    dump_level: int | None = None
+    dump_level: int
     threads: int = 1
-    compression: str = ""
+    compression: str = "zstd"
+    level: int | None = None   # vmcore-save's zstd level (None: 1, as makedumpfile -z)
+    runs_on: frozenset[str] = frozenset({REAL})
+    in_quick: bool = False     # part of the --quick set
+    sweep: bool = False        # goal 3's level sweep: one timed run
+    unavailable: str | None = None  # why it cannot run at all (makedumpfile built without zstd)
     env: dict[str, str] = field(default_factory=dict)
-    stdout_to_out: bool = False  # cat and zstd write the output on stdout
-    max_file_bytes: int | None = None
-    synthetic_max_file_bytes: int | None = None
-    in_quick: bool = False       # part of the --quick set
-    needs_vmcoreinfo: bool = False  # makedumpfile above -d 1
-
 
     def command(self, vmcore: Path, out: Path) -> list[str]:
         return [arg.format(vmcore=vmcore, out=out) for arg in self.argv]
 
-    def skip_reason(self, bench_input: BenchInput) -> str | None:
+    def skip_reason(self, bench_input: BenchInput, largest_real: bool) -> str | None:
         """Why this contender does not run on this input, or None."""
-        if self.needs_vmcoreinfo and bench_input.kind == "synthetic":
-            return "makedumpfile needs VMCOREINFO above -d 1; the synthetic vmcores have none"
-        limits = [self.max_file_bytes]
+        if self.unavailable:
+            return self.unavailable
         if bench_input.kind == "synthetic":
-            limits.append(self.synthetic_max_file_bytes)
-        if any(limit is not None and bench_input.file_bytes > limit for limit in limits):
-            return "input too large for this contender (see Notes)"
-        return None
+            return None if SYNTHETIC in self.runs_on else "synthetic inputs serve the memory goal only"
+        if REAL in self.runs_on or (LARGEST_REAL in self.runs_on and largest_real):
+            return None
+        return "runs on the largest real input only"
 
 
-def _vmcore_save(level: int, compression: str, threads: int, pure: bool = False, in_quick: bool = False,
-                 max_file_bytes: int | None = None, synthetic_max_file_bytes: int | None = None) -> Contender:
-    name = f"vmcore-save -d {level} {compression} t{threads}{' pure' if pure else ''}"
-    return Contender(
-        name, "vmcore-save",
-        (sys.executable, "-m", "collector", "-d", str(level), "--compress", compression,
-         "--threads", str(threads), "--output", "{out}", "{vmcore}"),
-        level, threads, compression, {PURE_PYTHON_ENV: "1"} if pure else {}, in_quick=in_quick,
-        max_file_bytes=PURE_PYTHON_MAX_BYTES if pure else max_file_bytes,
-        synthetic_max_file_bytes=synthetic_max_file_bytes)
+def vmcore_save_name(dump_level: int, threads: int, level: int | None = None, fast: bool = False) -> str:
+    if fast:
+        return f"vmcore-save --fast -d {dump_level} t{threads}"
+    return f"vmcore-save -d {dump_level} zstd{'' if level is None else f' {level}'} t{threads}"
 
 
-def _makedumpfile(path: str, flag: str, level: int, compression: str, in_quick: bool = False,
-                  max_file_bytes: int | None = None) -> Contender:
-    label = "makedumpfile" if path == "/usr/bin/makedumpfile" else path
-    return Contender(f"{label} {flag} -d {level}", "makedumpfile", (path, flag, "-d", str(level), "{vmcore}", "{out}"),
-                     level, 1, compression, in_quick=in_quick, max_file_bytes=max_file_bytes,
-                     needs_vmcoreinfo=level > 1)
+def _vmcore_save(dump_level: int, threads: int, level: int | None = None, fast: bool = False,
+                 runs_on: frozenset[str] = frozenset({REAL}), in_quick: bool = False,
+                 sweep: bool = False) -> Contender:
+    argv = [sys.executable, "-m", "collector", "-d", str(dump_level), "--threads", str(threads)]
+    argv += ["--fast"] if fast else ["--compress", "zstd"] + ([] if level is None else [f"--level={level}"])
+    return Contender(vmcore_save_name(dump_level, threads, level, fast), "vmcore-save",
+                     (*argv, "--output", "{out}", "{vmcore}"), dump_level, threads,
+                     level=FAST_LEVEL if fast else level, runs_on=runs_on, in_quick=in_quick, sweep=sweep)
 
 
-def all_contenders(zstd_makedumpfiles: list[str]) -> list[Contender]:
-    """Every contender in table order; the synthetic-only limits keep the full run in time."""
+def makedumpfile_name(flag: str, dump_level: int, threads: int = 1) -> str:
+    return f"makedumpfile {flag}{f' --num-threads {threads}' if threads > 1 else ''} -d {dump_level}"
+
+
+def _makedumpfile(path: str, zstd: bool, flag: str, dump_level: int, compression: str, threads: int = 1,
+                  in_quick: bool = False) -> Contender:
+    extra = ("--num-threads", str(threads)) if threads > 1 else ()
+    unavailable = None
+    if compression == "zstd" and not zstd:
+        unavailable = f"{path} has no zstd (`makedumpfile -v`: zstd disabled); set {MAKEDUMPFILE_ENV}"
+    return Contender(makedumpfile_name(flag, dump_level, threads), "makedumpfile",
+                     (path, flag, *extra, "-d", str(dump_level), "{vmcore}", "{out}"), dump_level, threads,
+                     compression, in_quick=in_quick, unavailable=unavailable)
+
+
+def all_contenders(makedumpfile: str | None, zstd: bool) -> list[Contender]:
+    """Every contender in table order (makedumpfile None: vmcore-save's only)."""
+    both = frozenset({REAL, SYNTHETIC})
     contenders = [
-        _vmcore_save(31, "zstd", 1, in_quick=True),
-        _vmcore_save(31, "zstd", 2, in_quick=True),
-        _vmcore_save(1, "zstd", 1, in_quick=True, synthetic_max_file_bytes=SYNTHETIC_D1_MAX_BYTES),
-        _vmcore_save(1, "zstd", 2, synthetic_max_file_bytes=SYNTHETIC_D1_MAX_BYTES),
-        _vmcore_save(31, "zstd", 1, pure=True, in_quick=True),
-        _vmcore_save(31, "zlib", 1, in_quick=True, max_file_bytes=ZLIB_MAX_BYTES),
-        _makedumpfile("/usr/bin/makedumpfile", "-l", 31, "lzo", in_quick=True),
-        _makedumpfile("/usr/bin/makedumpfile", "-c", 31, "zlib", in_quick=True, max_file_bytes=ZLIB_MAX_BYTES),
-        _makedumpfile("/usr/bin/makedumpfile", "-l", 1, "lzo", in_quick=True),
-        _makedumpfile("/usr/bin/makedumpfile", "-c", 1, "zlib", max_file_bytes=ZLIB_MAX_BYTES),
+        _vmcore_save(31, 1, runs_on=both, in_quick=True),
+        _vmcore_save(31, 2, runs_on=both, in_quick=True),
+        *(_vmcore_save(31, threads, runs_on=frozenset({LARGEST_REAL})) for threads in SCALING_THREADS[2:]),
+        _vmcore_save(1, 1, in_quick=True),
+        _vmcore_save(1, 2, in_quick=True),
+        _vmcore_save(31, 1, fast=True),
+        _vmcore_save(31, SWEEP_THREADS, fast=True, in_quick=True),
+        *(_vmcore_save(31, SWEEP_THREADS, level, sweep=True) for level in SWEEP_LEVELS),
     ]
-    for path in zstd_makedumpfiles:
-        contenders += [_makedumpfile(path, "-z", 31, "zstd"), _makedumpfile(path, "-z", 1, "zstd")]
-    contenders += [
-        Contender("cat vmcore > out", "reference", ("cat", "{vmcore}"), stdout_to_out=True,
-                  max_file_bytes=CAT_MAX_BYTES, in_quick=True),
-        Contender("zstd -1 -T2 -c vmcore > out", "reference", ("zstd", "-q", "-1", "-T2", "-c", "{vmcore}"),
-                  threads=2, compression="zstd", stdout_to_out=True, in_quick=True),
-    ]
+    if makedumpfile:
+        contenders += [
+            _makedumpfile(makedumpfile, zstd, "-z", 31, "zstd", in_quick=True),
+            _makedumpfile(makedumpfile, zstd, "-z", 1, "zstd", in_quick=True),
+            _makedumpfile(makedumpfile, zstd, "-l", 31, "lzo", in_quick=True),
+            _makedumpfile(makedumpfile, zstd, "-l", 1, "lzo"),
+            _makedumpfile(makedumpfile, zstd, "-c", 31, "zlib"),
+            _makedumpfile(makedumpfile, zstd, "-z", 31, "zstd", threads=2),
+        ]
     return contenders
 
 
-def makedumpfiles_on_path() -> list[str]:
-    """Every distinct makedumpfile executable on PATH (and Debian's), first found first."""
-    found: list[str] = []
-    for directory in os.environ.get("PATH", "").split(os.pathsep) + ["/usr/bin", "/usr/sbin"]:
-        candidate = os.path.join(directory, "makedumpfile")
-        if os.access(candidate, os.X_OK) and os.path.realpath(candidate) not in map(os.path.realpath, found):
-            found.append(candidate)
-    return found
+def reference_makedumpfile() -> tuple[str | None, str]:
+    """The makedumpfile to race and why that one: (path or None, one line)."""
+    chosen = os.environ.get(MAKEDUMPFILE_ENV)
+    if chosen:
+        if not os.access(chosen, os.X_OK):
+            raise SystemExit(f"{MAKEDUMPFILE_ENV}={chosen}: not an executable; unset it or name a makedumpfile")
+        return chosen, f"from ${MAKEDUMPFILE_ENV}"
+    if os.access(SHARED_MAKEDUMPFILE, os.X_OK):
+        return str(SHARED_MAKEDUMPFILE), "the zstd build in ../shared/tools (issue 13's reference)"
+    for path in DEBIAN_MAKEDUMPFILES:
+        if os.access(path, os.X_OK):
+            return path, f"Debian's (no {SHARED_MAKEDUMPFILE} and no ${MAKEDUMPFILE_ENV})"
+    return None, f"none found (no {SHARED_MAKEDUMPFILE}, no ${MAKEDUMPFILE_ENV}, no Debian makedumpfile: ./dev setup)"
 
 
 def makedumpfile_version(path: str) -> str:
     """`makedumpfile -v`, whole (it lists the compressions built in)."""
-    result = subprocess.run([path, "-v"], capture_output=True, text=True)
+    result = subprocess.run([path, "-v"], capture_output=True, text=True, check=False)
     return (result.stdout + result.stderr).strip()
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from collector import elf
 from collector.vmcore import Vmcore
@@ -36,7 +37,7 @@ SYNTHETIC_VERSION = 1
 
 @dataclass(frozen=True)
 class BenchInput:
-    name: str          # the row label, e.g. "real 1 GiB (kdump)"
+    name: str          # the row label, e.g. "6.1 4 GiB" (kernel series, guest RAM) or "synthetic 1 GiB"
     path: Path
     kind: str          # "real" or "synthetic"
     memory_bytes: int  # sum of the PT_LOADs' p_memsz: the guest's RAM as the vmcore describes it
@@ -44,19 +45,16 @@ class BenchInput:
     exercises: str     # one line for RESULTS.md
 
 
-def real_input(mem_mib: int, method: str) -> BenchInput:
-    """A cached vmcore of a crashed (kdump) or QMP-dumped 6.1 guest that ran the workload."""
+def real_input(kernel: str, mem_mib: int) -> BenchInput:
+    """The cached vmcore of a crashed (kdump) guest of this Debian kernel series that ran the
+    workload; a missing one is made by crashing a guest in QEMU (minutes)."""
     from tests.testbed import get_vmcore  # only here: it pulls in the QEMU test bed
 
-    vmcore = get_vmcore(kernel="6.1", mem_mib=mem_mib, workload=True, boot="pvh", kexec="load", method=method)
-    if method == "kdump":
-        exercises = ("a real /proc/vmcore: -d 31 reads struct pages through the kernel's page tables and "
-                     "drops cache, user and free pages; -d 1 only zero pages")
-    else:
-        exercises = ("QEMU dump-guest-memory of a running guest: program headers right after the ELF "
-                     "header, mostly never-touched (zero) RAM")
-    size = _gib_label(mem_mib << 20)
-    return BenchInput(f"real {size} ({method})", vmcore.path, "real", _memory_bytes(vmcore.path),
+    vmcore = get_vmcore(kernel=kernel, mem_mib=mem_mib, workload=True, boot="pvh", kexec="load", method="kdump")
+    exercises = (f"a real /proc/vmcore of Debian {vmcore.path.parent.name.split('-amd64')[0]}: -d 31 reads "
+                 "struct pages through the kernel's page tables and drops cache, user and free pages; "
+                 "-d 1 only zero pages")
+    return BenchInput(f"{kernel} {_gib_label(mem_mib << 20)}", vmcore.path, "real", _memory_bytes(vmcore.path),
                       vmcore.path.stat().st_size, exercises)
 
 
@@ -133,6 +131,27 @@ def _memory_bytes(vmcore_path: Path) -> int:
 
 def _gib_label(size: int) -> str:
     return f"{size / GIB:g} GiB" if size >= GIB else f"{size >> 20} MiB"
+
+
+def warm(bench_input: BenchInput) -> None:
+    """Bring the input into the page cache before a timed run: `cat > /dev/null` for a real
+    vmcore; for a sparse synthetic one only its data extents (reading the holes would fill the
+    page cache with up to 64 GiB of zeros and push out everything else)."""
+    if bench_input.kind == "real":
+        subprocess.run(["cat", str(bench_input.path)], stdout=subprocess.DEVNULL, check=True)
+        return
+    with open(bench_input.path, "rb", buffering=0) as f:
+        fd, offset, end = f.fileno(), 0, bench_input.file_bytes
+        buffer = bytearray(8 << 20)
+        while offset < end:
+            try:
+                offset = os.lseek(fd, offset, os.SEEK_DATA)
+            except OSError:  # ENXIO: no data after offset
+                return
+            hole = os.lseek(fd, offset, os.SEEK_HOLE)
+            while offset < hole:
+                read = os.preadv(fd, [memoryview(buffer)[:min(len(buffer), hole - offset)]], offset)
+                offset = offset + read if read else hole  # 0: the file ended under us
 
 
 def free_bytes(path: Path) -> int:

@@ -18,6 +18,9 @@ _SUMMARY_TIME = re.compile(r"^vmcore-save: time: (.*)$", re.MULTILINE)
 PYCACHE_DIR = CACHE_DIR / "pycache"
 GNU_TIME = "/usr/bin/time"  # Debian package "time"
 _PHASE = re.compile(r"^(\w[\w ]*?) ([0-9.]+) s$")
+# "total 0:00:06 (6.18 s)": the whole save as vmcore-save timed it (wall time less start-up and exit)
+_TOTAL = re.compile(r"^total .*\(([0-9.]+) s\)$")
+REPO = Path(__file__).resolve().parent.parent  # vmcore-save runs from here: this tree's collector
 
 
 @dataclass
@@ -25,7 +28,7 @@ class Run:
     seconds: float
     output_bytes: int
     max_rss_bytes: int
-    phases: dict[str, float]
+    phases: dict[str, float]  # vmcore-save's summary: bitmaps, pages, sync, commit, total
 
 
 @dataclass
@@ -75,15 +78,15 @@ def run_once(contender: Contender, vmcore: Path, out: Path, log: Path) -> Run:
     out.unlink(missing_ok=True)  # makedumpfile refuses to overwrite
     rss_file = log.with_suffix(".rss")
     # Under `./dev test`'s pure-Python pass the variable is set: only contenders that ask get it.
-    # Bytecode is cached (the warm-up run writes it) even where PYTHONDONTWRITEBYTECODE is set:
+    # Bytecode is cached (run.py primes it with one untimed run) even where PYTHONDONTWRITEBYTECODE is set:
     # an installed vmcore-save has its .pyc files, and compiling every module costs ~0.2-0.3 s a run.
     env = {name: value for name, value in os.environ.items()
            if name not in (PURE_PYTHON_ENV, "PYTHONDONTWRITEBYTECODE")}
     env |= {"PYTHONPYCACHEPREFIX": str(PYCACHE_DIR)} | contender.env
     argv = [GNU_TIME, "-f", "%M", "-o", str(rss_file), *contender.command(vmcore, out)]
-    with open(log, "wb") as stderr, (open(out, "wb") if contender.stdout_to_out else stderr) as stdout:
+    with open(log, "wb") as stderr:
         started = time.monotonic()
-        returncode = subprocess.run(argv, stdout=stdout, stderr=stderr, env=env).returncode
+        returncode = subprocess.run(argv, stdout=stderr, stderr=stderr, env=env, cwd=REPO, check=False).returncode
         seconds = time.monotonic() - started
     text = log.read_text(errors="replace")
     try:
@@ -97,15 +100,16 @@ def run_once(contender: Contender, vmcore: Path, out: Path, log: Path) -> Run:
 
 
 def parse_phases(stderr_text: str) -> dict[str, float]:
-    """vmcore-save's per-phase seconds from its summary's time line (the total left out)."""
+    """vmcore-save's per-phase seconds from its summary's time line, and its total."""
     match = _SUMMARY_TIME.search(stderr_text)
     if not match:
         return {}
     phases = {}
     for part in match.group(1).split(", "):
-        phase = _PHASE.match(part)
-        if phase and phase.group(1) != "total":
+        if phase := _PHASE.match(part):
             phases[phase.group(1)] = float(phase.group(2))
+        elif total := _TOTAL.match(part):
+            phases["total"] = float(total.group(1))
     return phases
 
 

@@ -1,11 +1,11 @@
-"""vmcore-save against makedumpfile on the same vmcores: time, throughput, output size, peak RSS.
+"""vmcore-save against makedumpfile on the same vmcores, judged against issue 13's goals.
 
     .venv/bin/python -m benchmarks.run [--quick] [--repeat N] [--out DIR]
 
-Writes DIR/RESULTS.md (default benchmarks/results) and DIR/throughput_rss.png. Every contender
-runs once untimed on each input (page cache warm), then N timed runs, all from the page cache;
-outputs go to a tmpfs (--scratch, default /dev/shm) and are deleted after each run. --quick:
-a synthetic 256 MiB vmcore and the real 512 MiB one, 1 run, fewer contenders (for CI).
+Writes DIR/RESULTS.md (default benchmarks/results) and DIR/vs_makedumpfile.png. Every timed run
+starts with its input warmed into the page cache and writes to a tmpfs (--scratch, default
+/dev/shm); the output is deleted after each run. Real vmcores: median of 5 runs. --quick (CI): the
+real 512 MiB vmcore and a synthetic 256 MiB one, best of 1, fewer contenders, and no verdicts.
 """
 
 from __future__ import annotations
@@ -20,37 +20,35 @@ import tempfile
 import time
 from pathlib import Path
 
-import zstandard
-
 from collector import fastcopy
 
 from . import report
 from .capture_env import run_capture_benchmark
-from .contenders import (Contender, all_contenders, makedumpfile_version, makedumpfiles_on_path,
-                         supports_zstd)
-from .inputs import CACHE_DIR, CONTENT_PAGES, GIB, PERIOD_PAGES, BenchInput, free_bytes, real_input, synthetic_input
+from .compression_cost import measure_compression_cost
+from .contenders import Contender, all_contenders, makedumpfile_version, reference_makedumpfile, supports_zstd
+from .inputs import (CACHE_DIR, CONTENT_PAGES, GIB, PERIOD_PAGES, BenchInput, free_bytes, real_input,
+                     synthetic_input, warm)
 from .measure import ContenderFailed, Measurement, run_once
 from .scanner import run_scanner_benchmark
 from .ssh_throughput import SshFigures, run_ssh_benchmark
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+DEFAULT_REPEAT = 5
+# Real vmcores of the test bed: (kernel series, guest MiB). The 512 MiB one is --quick's.
+REAL_INPUTS = (("6.1", 1024), ("6.1", 4096), ("7.2", 1024))
+QUICK_REAL = ("6.1", 512)
 SYNTHETIC_GIB = (1, 4, 16, 64)
 QUICK_SYNTHETIC_BYTES = 256 << 20
 SSH_MIB, SSH_QUICK_MIB = 256, 32
 # Free space kept on the cache's disk beyond a synthetic vmcore's non-zero pages.
 DISK_MARGIN_BYTES = 4 * GIB
-LIMITS_NOTE = (
-    "Skipped rows, to keep the full run near half an hour on 2 cores: the pure-Python scanner only on "
-    "inputs up to 1 GiB; `cat > out` only up to 4 GiB (its output must fit the tmpfs); the zlib contenders "
-    "(makedumpfile -c, vmcore-save zlib) only up to 4 GiB (~30 MB/s of non-zero data: minutes per run "
-    "on 16/64 GiB); on synthetic vmcores vmcore-save -d 1 only up to 16 GiB (-d 31 is the same work "
-    "there).")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny inputs, 1 run, fewer contenders (< 2 min)")
-    parser.add_argument("--repeat", type=int, help="timed runs per contender and input (default 3; --quick 1)")
+    parser.add_argument("--quick", action="store_true", help="small inputs, 1 run, fewer contenders, no verdicts")
+    parser.add_argument("--repeat", type=int, help=f"timed runs per contender and real input (default "
+                        f"{DEFAULT_REPEAT}; --quick 1); fewer than {DEFAULT_REPEAT}: no verdicts")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"where RESULTS.md goes (default {DEFAULT_OUT})")
     parser.add_argument("--scratch", type=Path, default=Path("/dev/shm"),
                         help="where contenders write their output, a tmpfs (default /dev/shm)")
@@ -58,47 +56,58 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"largest synthetic vmcore, GiB (default {SYNTHETIC_GIB[-1]}; 0: none)")
     parser.add_argument("--cache", type=Path, default=CACHE_DIR, help=f"synthetic vmcores (default {CACHE_DIR})")
     args = parser.parse_args(argv)
-    repeat = args.repeat or (1 if args.quick else 3)
+    repeat = args.repeat or (1 if args.quick else DEFAULT_REPEAT)
+    judged = not args.quick and repeat >= DEFAULT_REPEAT
     load_before = os.getloadavg()
     notes: list[str] = []
 
-    makedumpfiles = {path: makedumpfile_version(path) for path in makedumpfiles_on_path()}
-    zstd_makedumpfiles = [path for path, version in makedumpfiles.items() if supports_zstd(version)]
-    if not zstd_makedumpfiles:
-        notes.append("makedumpfile with zstd (-z): not available (no makedumpfile on PATH whose -v says "
-                     "`zstd enabled`; Debian 12's 1.7.2 has it disabled)")
-    contenders = [c for c in all_contenders(zstd_makedumpfiles) if c.in_quick or not args.quick]
-    if not args.quick:
-        notes.append(LIMITS_NOTE)
+    makedumpfile, why = reference_makedumpfile()
+    version = makedumpfile_version(makedumpfile) if makedumpfile else ""
+    zstd = supports_zstd(version)
+    if makedumpfile and not zstd:
+        notes.append(f"{makedumpfile} has no zstd: its -z rows are skipped (issue 13 races the zstd build in "
+                     "../shared/tools, or any makedumpfile named by $VMCORE_BENCH_MAKEDUMPFILE)")
+    contenders = [c for c in all_contenders(makedumpfile, zstd) if c.in_quick or not args.quick]
 
     _log("preparing inputs")
     inputs = _inputs(args.quick, args.cache, args.max_synthetic_gib, notes)
-    measurements: list[Measurement] = []
+    real = [i for i in inputs if i.kind == "real"]
+    largest_real = max(real, key=lambda i: i.memory_bytes)
     context = report.Context(
-        title="vmcore-save vs makedumpfile" + (" (--quick)" if args.quick else ""),
-        machine=_machine(), versions=_versions(makedumpfiles), setup_notes=_setup_notes(repeat, args.scratch),
-        notes=notes)
+        title="vmcore-save vs makedumpfile" + (" (--quick)" if args.quick else ""), judged=judged,
+        machine=_machine(), versions=_versions(makedumpfile, why, version),
+        setup_notes=_setup_notes(repeat, args.scratch), notes=notes,
+        load=[f"- Load average (1, 5, 15 min) at the start: {_load(load_before)}"])
+    results = report.Results(inputs, [])
     with tempfile.TemporaryDirectory(prefix="vmcore-bench-", dir=args.scratch) as scratch:
+        _prime_bytecode(contenders[0], real[0], Path(scratch))
         for bench_input in inputs:
             for contender in contenders:
-                measurements.append(_measure(contender, bench_input, Path(scratch), repeat))
-            report.write_report(args.out, context, inputs, measurements, [])  # partial results survive a stop
+                runs = 1 if contender.sweep or bench_input.kind == "synthetic" else repeat
+                results.measurements.append(_measure(contender, bench_input, bench_input is largest_real,
+                                                     Path(scratch), runs))
+            report.write_report(args.out, context, results)  # partial results survive a stop
 
-    scanner_vmcore = next(i for i in reversed(inputs) if i.kind == "real" and "kdump" in i.name and i.file_bytes < 2 * GIB)
-    _log(f"scanner micro-benchmark on {scanner_vmcore.name}")
-    scanner_results = run_scanner_benchmark(scanner_vmcore.path, 1 if args.quick else 3)
-    ssh = _ssh_figures(args.quick, notes)
-    capture = None
+    for bench_input in real:
+        for level in report.LEVELS:
+            warm(bench_input)
+            cost = measure_compression_cost(bench_input.path, level, repeat)
+            results.costs[bench_input.name, level] = cost
+            _log(f"{bench_input.name}: compression alone at -d {level}: {cost.us_per_page:.2f} µs/page x "
+                 f"{cost.pages} pages = {cost.seconds:.2f} s")
+    _log(f"struct page scan on {largest_real.name}")
+    warm(largest_real)
+    results.scanner = run_scanner_benchmark(largest_real.path, 1 if args.quick else 3, 1)
+    results.scanner_input = largest_real.name
+    results.ssh = _ssh_figures(args.quick, notes)
     if args.quick:
         notes.append("Capture environment (initramfs size, capture-kernel memory): not measured with --quick "
                      "(one QEMU crash, ~1 min; tests/test_e2e.py runs the same captures).")
     else:
         _log("capture environment: one automatic capture in QEMU")
-        capture = run_capture_benchmark()
-    load_after = os.getloadavg()
-    context.machine.append(f"- Load average (1, 5, 15 min): {_load(load_before)} at the start, "
-                           f"{_load(load_after)} at the end (2 cores; other engineers' QEMU jobs share the machine)")
-    path = report.write_report(args.out, context, inputs, measurements, scanner_results, ssh, capture)
+        results.capture = run_capture_benchmark()
+    context.load[0] += f"; at the end: {_load(os.getloadavg())} ({os.cpu_count()} cores)"
+    path = report.write_report(args.out, context, results)
     _log(f"wrote {path}")
     return 0
 
@@ -113,10 +122,16 @@ def _ssh_figures(quick: bool, notes: list[str]) -> SshFigures | None:
 
 
 def _inputs(quick: bool, cache: Path, max_synthetic_gib: int, notes: list[str]) -> list[BenchInput]:
-    real_512 = real_input(512, "kdump")
     if quick:
-        return [synthetic_input(QUICK_SYNTHETIC_BYTES, real_512.path, cache), real_512]
-    inputs = [real_512, real_input(1024, "kdump"), real_input(4096, "qmp")]
+        real_512 = real_input(*QUICK_REAL)
+        return [real_512, synthetic_input(QUICK_SYNTHETIC_BYTES, real_512.path, cache)]
+    inputs = []
+    for kernel, mib in REAL_INPUTS:
+        try:
+            inputs.append(real_input(kernel, mib))
+        except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as e:  # the notes say why
+            notes.append(f"real {kernel} {mib} MiB kdump vmcore skipped: the test bed could not provide it ({e})")
+    content_source = inputs[0].path
     for gib in (gib for gib in SYNTHETIC_GIB if gib <= max_synthetic_gib):
         cached = cache / f"synthetic-{gib << 10}M.vmcore"
         needed = gib * GIB * CONTENT_PAGES // PERIOD_PAGES + DISK_MARGIN_BYTES
@@ -126,26 +141,35 @@ def _inputs(quick: bool, cache: Path, max_synthetic_gib: int, notes: list[str]) 
                          f"{needed / 1e9:.1f} GB needed")
             continue
         _log(f"synthetic {gib} GiB vmcore")
-        inputs.append(synthetic_input(gib * GIB, real_512.path, cache))
+        inputs.append(synthetic_input(gib * GIB, content_source, cache))
     return inputs
 
 
-def _measure(contender: Contender, bench_input: BenchInput, scratch: Path, repeat: int) -> Measurement:
+def _prime_bytecode(contender: Contender, bench_input: BenchInput, scratch: Path) -> None:
+    """One untimed run, so that no timed run compiles vmcore-save's modules to bytecode."""
+    try:
+        run_once(contender, bench_input.path, scratch / "out", scratch / "stderr.log")
+    except ContenderFailed as e:
+        _log(f"untimed first run failed: {e}")
+
+
+def _measure(contender: Contender, bench_input: BenchInput, largest_real: bool, scratch: Path,
+             runs: int) -> Measurement:
     measurement = Measurement(bench_input, contender)
-    measurement.skipped = contender.skip_reason(bench_input)
+    measurement.skipped = contender.skip_reason(bench_input, largest_real)
     if measurement.skipped:
         return measurement
     out, log = scratch / "out", scratch / "stderr.log"
     try:
-        run_once(contender, bench_input.path, out, log)  # untimed: warms the page cache
-        for _ in range(repeat):
+        for _ in range(runs):
+            warm(bench_input)
             measurement.runs.append(run_once(contender, bench_input.path, out, log))
     except ContenderFailed as e:
         measurement.failure, measurement.runs = str(e), []
     _log(f"{bench_input.name}: {contender.name}: " + (
         f"FAILED {measurement.failure}" if measurement.failure else
-        f"{measurement.median_seconds:.2f} s, {measurement.throughput_mb_s:.0f} MB/s, "
-        f"{measurement.output_bytes / 2**20:.1f} MiB, RSS {measurement.max_rss_bytes / 2**20:.1f} MiB"))
+        f"{measurement.median_seconds:.2f} s, {measurement.output_bytes / 2**20:.1f} MiB, "
+        f"RSS {measurement.max_rss_bytes / 2**20:.1f} MiB"))
     return measurement
 
 
@@ -154,37 +178,38 @@ def _machine() -> list[str]:
                 if line.startswith("model name")), platform.processor())
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return [f"- Date: {time.strftime('%Y-%m-%d %H:%M %Z')}",
-            f"- CPU: {cpu}, {os.cpu_count()} cores; RAM {ram / GIB:.1f} GiB; kernel {platform.release()}; "
-            f"{_os_name()}"]
+            f"- Machine: {platform.node()}, {cpu}, {os.cpu_count()} cores, RAM {ram / GIB:.1f} GiB; "
+            f"kernel {platform.release()}; {_os_name()}"]
 
 
-def _versions(makedumpfiles: dict[str, str]) -> list[str]:
-    from importlib.metadata import version
+def _versions(makedumpfile: str | None, why: str, version: str) -> list[str]:
+    from importlib.metadata import version as package_version
 
-    zstd_cli = subprocess.run(["zstd", "--version"], capture_output=True, text=True).stdout.strip()
-    lines = [f"- vmcore-save {version('vmcore-collector')} ({'compiled' if fastcopy.COMPILED else 'pure-Python'} "
-             f"scanner), Python {platform.python_version()}, python-zstandard {zstandard.__version__} "
-             f"(libzstd {zstandard.ZSTD_VERSION[0]}.{zstandard.ZSTD_VERSION[1]}.{zstandard.ZSTD_VERSION[2]})",
-             f"- zstd CLI: {zstd_cli}"]
-    for path, text in makedumpfiles.items():
-        lines.append(f"- {path}: {' / '.join(line.strip() for line in text.splitlines() if line.strip())}")
+    lines = [f"- vmcore-save {package_version('vmcore-collector')} ({'compiled' if fastcopy.COMPILED else 'pure-Python'} "
+             f"scanner), Python {platform.python_version()}"]
+    if makedumpfile:
+        lines.append(f"- makedumpfile raced: {makedumpfile}, {why}: "
+                     f"{' / '.join(line.strip() for line in version.splitlines() if line.strip())}")
+    else:
+        lines.append(f"- makedumpfile raced: {why}")
     return lines
 
 
 def _setup_notes(repeat: int, scratch: Path) -> list[str]:
     scratch_fs = subprocess.run(["findmnt", "-n", "-o", "FSTYPE", "-T", str(scratch)],
-                                capture_output=True, text=True).stdout.split("\n")[0].strip() or "unknown"
+                                capture_output=True, text=True, check=False).stdout.split("\n")[0].strip() or "unknown"
     return [
-        f"- Each contender runs once untimed on each input (warms the page cache), then {repeat} timed "
-        "run(s); the real vmcores and the non-zero pages of the synthetic ones are read from the page cache. "
-        "File holes have no blocks to read; the kernel zero-fills page-cache pages for them, for every contender.",
+        f"- Real vmcores: median of {repeat} timed run(s) per contender; goal 3's level sweep: one run a level; "
+        "synthetic vmcores (the memory goal): one run. Before every timed run the input is warmed into the "
+        "page cache: `cat vmcore > /dev/null` for a real one, only the data extents of a sparse synthetic one.",
         f"- Every contender writes its output to {scratch} ({scratch_fs}), deleted after each run; "
-        "vmcore-save with --output FILE (kdump format, no fsync cost on tmpfs), makedumpfile to its output "
-        "file, cat and zstd to stdout redirected to the file (no shell: the child is measured alone).",
-        "- Wall time is from starting the contender (under /usr/bin/time, which measures peak RSS) to its "
-        "exit, so it includes each program's start-up (vmcore-save: the interpreter and its imports, "
-        "~0.1-0.2 s, with bytecode cached by the warm-up run even if PYTHONDONTWRITEBYTECODE is set).",
+        "vmcore-save with --output FILE (kdump format), makedumpfile to its output file.",
+        "- Wall time is from exec to exit, under /usr/bin/time (which measures peak RSS), so it includes each "
+        "program's start-up (vmcore-save: the interpreter and its imports, bytecode cached by one untimed run "
+        "before the timed ones).",
         "- vmcore-save runs without -q (its summary holds the phase times); progress lines are at most once a second.",
+        "- Compression cost: in process, PageEncoder(zstd level 1) over exactly the pages the dump stores "
+        "(non-zero dumpable pages, found by the classifier and the page pipeline), median of the repetitions.",
     ]
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Iterator
 
 from collector import _fastcopy, _fastcopy_py, fastcopy
 from collector.classify import PageClassifier
@@ -87,11 +87,11 @@ def time_clear_zero_pages(vmcore_path: Path, impl: ModuleType, best_of: int) -> 
     return best, sum(npages for _, npages in pieces)
 
 
-def run_scanner_benchmark(vmcore_path: Path, best_of: int) -> list[ScannerResult]:
+def run_scanner_benchmark(vmcore_path: Path, best_of: int, pure_best_of: int) -> list[ScannerResult]:
     results = []
     for task, timer in (("dumpable_bitmap -d 31, all windows", time_dumpable_bitmaps),
                         ("clear_zero_pages, all pages", time_clear_zero_pages)):
         compiled_seconds, pages = timer(vmcore_path, _fastcopy, best_of)
-        pure_seconds, _ = timer(vmcore_path, _fastcopy_py, best_of)
+        pure_seconds, _ = timer(vmcore_path, _fastcopy_py, pure_best_of)
         results.append(ScannerResult(task, pages, compiled_seconds, pure_seconds))
     return results
