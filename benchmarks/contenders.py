@@ -51,15 +51,11 @@ class Contender:
     def command(self, vmcore: Path, out: Path) -> list[str]:
         return [arg.format(vmcore=vmcore, out=out) for arg in self.argv]
 
-    def skip_reason(self, bench_input: BenchInput, largest_real: bool) -> str | None:
-        """Why this contender does not run on this input, or None."""
-        if self.unavailable:
-            return self.unavailable
+    def runs_on_input(self, bench_input: BenchInput, largest_real: bool) -> bool:
+        """Whether this input is one of the contender's (see runs_on)."""
         if bench_input.kind == "synthetic":
-            return None if SYNTHETIC in self.runs_on else "synthetic inputs serve the memory goal only"
-        if REAL in self.runs_on or (LARGEST_REAL in self.runs_on and largest_real):
-            return None
-        return "runs on the largest real input only"
+            return SYNTHETIC in self.runs_on
+        return REAL in self.runs_on or (LARGEST_REAL in self.runs_on and largest_real)
 
 
 def vmcore_save_name(dump_level: int, threads: int, level: int | None = None, fast: bool = False) -> str:

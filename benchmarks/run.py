@@ -82,10 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="vmcore-bench-", dir=args.scratch) as scratch:
         _prime_bytecode(contenders[0], real[0], Path(scratch))
         for bench_input in inputs:
-            for contender in contenders:
+            for contender in (c for c in contenders if c.runs_on_input(bench_input, bench_input is largest_real)):
                 runs = 1 if contender.sweep or bench_input.kind == "synthetic" else repeat
-                results.measurements.append(_measure(contender, bench_input, bench_input is largest_real,
-                                                     Path(scratch), runs))
+                results.measurements.append(_measure(contender, bench_input, Path(scratch), runs))
             report.write_report(args.out, context, results)  # partial results survive a stop
 
     for bench_input in real:
@@ -153,10 +152,9 @@ def _prime_bytecode(contender: Contender, bench_input: BenchInput, scratch: Path
         _log(f"untimed first run failed: {e}")
 
 
-def _measure(contender: Contender, bench_input: BenchInput, largest_real: bool, scratch: Path,
-             runs: int) -> Measurement:
+def _measure(contender: Contender, bench_input: BenchInput, scratch: Path, runs: int) -> Measurement:
     measurement = Measurement(bench_input, contender)
-    measurement.skipped = contender.skip_reason(bench_input, largest_real)
+    measurement.skipped = contender.unavailable
     if measurement.skipped:
         return measurement
     out, log = scratch / "out", scratch / "stderr.log"
@@ -202,6 +200,8 @@ def _setup_notes(repeat: int, scratch: Path) -> list[str]:
         f"- Real vmcores: median of {repeat} timed run(s) per contender; goal 3's level sweep: one run a level; "
         "synthetic vmcores (the memory goal): one run. Before every timed run the input is warmed into the "
         "page cache: `cat vmcore > /dev/null` for a real one, only the data extents of a sparse synthetic one.",
+        "- Every contender runs on every real vmcore, except 3 and 4 threads (the largest one only); the synthetic "
+        "vmcores (no VMCOREINFO: makedumpfile refuses them above -d 1) run vmcore-save -d 31 at 1 and 2 threads only.",
         f"- Every contender writes its output to {scratch} ({scratch_fs}), deleted after each run; "
         "vmcore-save with --output FILE (kdump format), makedumpfile to its output file.",
         "- Wall time is from exec to exit, under /usr/bin/time (which measures peak RSS), so it includes each "
