@@ -3,9 +3,9 @@
 The pages are exactly those the dump stores: the non-zero dumpable pages at the dump level,
 found by the real classifier and page pipeline (with compression "none" they come out as is,
 zero pages already left out). Each span is copied into one buffer, and only
-``PageEncoder(FLAG_ZSTD, 1).encode`` over it is timed, with detect_zero off: the call
+``PageEncoder(FLAG_ZSTD, level).encode`` over it is timed, with detect_zero off: the call
 makedumpfile -z makes once a page (ZSTD_compressCCtx, level 1), without our reading,
-classifying and writing around it.
+classifying and writing around it. At --fast's level it tells how far one thread can get.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from collector.vmcore import Vmcore
 @dataclass(frozen=True)
 class CompressionCost:
     dump_level: int
+    level: int             # zstd level
     pages: int             # pages stored (non-zero, dumpable)
     seconds: float         # median over the repetitions of the encode calls' sum
     compressed_bytes: int  # what the dump's page data would take
@@ -36,12 +37,13 @@ class CompressionCost:
         return 1e6 * self.seconds / self.pages if self.pages else 0.0
 
 
-def measure_compression_cost(vmcore_path: Path, dump_level: int, repeat: int) -> CompressionCost:
+def measure_compression_cost(vmcore_path: Path, dump_level: int, repeat: int,
+                             level: int = DEFAULT_LEVEL) -> CompressionCost:
     seconds: list[float] = []
     pages = compressed = 0
     with Vmcore(str(vmcore_path)) as vmcore:
         ps = vmcore.page_size
-        encoder = fastcopy.PageEncoder(FLAG_ZSTD, DEFAULT_LEVEL, ps)
+        encoder = fastcopy.PageEncoder(FLAG_ZSTD, level, ps)
         source, data = bytearray(SPAN_PAGES * ps), bytearray(SPAN_PAGES * ps)
         sizes, raw, every = array("I", bytes(4 * SPAN_PAGES)), bytearray(SPAN_PAGES), b"\xff" * (SPAN_PAGES // 8)
         for _ in range(repeat):
@@ -57,4 +59,4 @@ def measure_compression_cost(vmcore_path: Path, dump_level: int, repeat: int) ->
                     total += time.perf_counter() - started
                     pages, compressed = pages + stored, compressed + nbytes
             seconds.append(total)
-    return CompressionCost(dump_level, pages, statistics.median(seconds), compressed)
+    return CompressionCost(dump_level, level, pages, statistics.median(seconds), compressed)

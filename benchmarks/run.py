@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from collector import fastcopy
+from collector.compression import DEFAULT_LEVEL, FAST_LEVEL
 
 from . import report
 from .capture_env import run_capture_benchmark
@@ -85,15 +86,18 @@ def main(argv: list[str] | None = None) -> int:
             for contender in (c for c in contenders if c.runs_on_input(bench_input, bench_input is largest_real)):
                 runs = 1 if contender.sweep or bench_input.kind == "synthetic" else repeat
                 results.measurements.append(_measure(contender, bench_input, Path(scratch), runs))
+            _log(f"{bench_input.name} done; load average {_load(os.getloadavg())}")
             report.write_report(args.out, context, results)  # partial results survive a stop
 
     for bench_input in real:
-        for level in report.LEVELS:
+        for dump_level, level in ((31, DEFAULT_LEVEL), (1, DEFAULT_LEVEL), (31, FAST_LEVEL)):
             warm(bench_input)
-            cost = measure_compression_cost(bench_input.path, level, repeat)
-            results.costs[bench_input.name, level] = cost
-            _log(f"{bench_input.name}: compression alone at -d {level}: {cost.us_per_page:.2f} µs/page x "
+            cost = measure_compression_cost(bench_input.path, dump_level, repeat, level)
+            results.costs[bench_input.name, dump_level, level] = cost
+            _log(f"{bench_input.name}: zstd {level} alone at -d {dump_level}: {cost.us_per_page:.2f} µs/page x "
                  f"{cost.pages} pages = {cost.seconds:.2f} s")
+    context.load.append(f"- Load average after the timed runs and the compression costs: {_load(os.getloadavg())} "
+                        "(next: the scanner, SSH and, in a full run, the QEMU capture, which loads the machine)")
     _log(f"struct page scan on {largest_real.name}")
     warm(largest_real)
     results.scanner = run_scanner_benchmark(largest_real.path, 1 if args.quick else 3, 1)
@@ -105,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         _log("capture environment: one automatic capture in QEMU")
         results.capture = run_capture_benchmark()
-    context.load[0] += f"; at the end: {_load(os.getloadavg())} ({os.cpu_count()} cores)"
+    context.load.append(f"- Load average at the end: {_load(os.getloadavg())} ({os.cpu_count()} cores)")
     path = report.write_report(args.out, context, results)
     _log(f"wrote {path}")
     return 0
