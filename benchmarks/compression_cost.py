@@ -10,7 +10,6 @@ classifying and writing around it. At --fast's level it tells how far one thread
 
 from __future__ import annotations
 
-import statistics
 import time
 from array import array
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ class CompressionCost:
     dump_level: int
     level: int             # zstd level
     pages: int             # pages stored (non-zero, dumpable)
-    seconds: float         # median over the repetitions of the encode calls' sum
+    seconds: float         # the encode calls' sum, best of the repetitions (noise only adds)
     compressed_bytes: int  # what the dump's page data would take
 
     @property
@@ -59,4 +58,4 @@ def measure_compression_cost(vmcore_path: Path, dump_level: int, repeat: int,
                     total += time.perf_counter() - started
                     pages, compressed = pages + stored, compressed + nbytes
             seconds.append(total)
-    return CompressionCost(dump_level, level, pages, statistics.median(seconds), compressed)
+    return CompressionCost(dump_level, level, pages, min(seconds), compressed)

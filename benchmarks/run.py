@@ -80,24 +80,21 @@ def main(argv: list[str] | None = None) -> int:
         setup_notes=_setup_notes(repeat, args.scratch), notes=notes,
         load=[f"- Load average (1, 5, 15 min) at the start: {_load(load_before)}"])
     results = report.Results(inputs, [])
+    others = OtherCpu()
     with tempfile.TemporaryDirectory(prefix="vmcore-bench-", dir=args.scratch) as scratch:
         _prime_bytecode(contenders[0], real[0], Path(scratch))
         for bench_input in inputs:
             for contender in (c for c in contenders if c.runs_on_input(bench_input, bench_input is largest_real)):
                 runs = 1 if contender.sweep or bench_input.kind == "synthetic" else repeat
                 results.measurements.append(_measure(contender, bench_input, Path(scratch), runs))
+            if bench_input.kind == "real":  # right after its wall times: the same machine conditions
+                _compression_costs(bench_input, repeat, results)
             _log(f"{bench_input.name} done; load average {_load(os.getloadavg())}")
             report.write_report(args.out, context, results)  # partial results survive a stop
-
-    for bench_input in real:
-        for dump_level, level in ((31, DEFAULT_LEVEL), (1, DEFAULT_LEVEL), (31, FAST_LEVEL)):
-            warm(bench_input)
-            cost = measure_compression_cost(bench_input.path, dump_level, repeat, level)
-            results.costs[bench_input.name, dump_level, level] = cost
-            _log(f"{bench_input.name}: zstd {level} alone at -d {dump_level}: {cost.us_per_page:.2f} µs/page x "
-                 f"{cost.pages} pages = {cost.seconds:.2f} s")
-    context.load.append(f"- Load average after the timed runs and the compression costs: {_load(os.getloadavg())} "
-                        "(next: the scanner, SSH and, in a full run, the QEMU capture, which loads the machine)")
+    context.load.append(f"- The timed runs and compression costs took {others.wall():.0f} s: load average at their end "
+                        f"{_load(os.getloadavg())}, this suite's own processes included; everything else (other "
+                        f"users, kernel threads) used {others.seconds():.0f} CPU-seconds meanwhile "
+                        f"({others.seconds() / others.wall():.2f} cores on average)")
     _log(f"struct page scan on {largest_real.name}")
     warm(largest_real)
     results.scanner = run_scanner_benchmark(largest_real.path, 1 if args.quick else 3, 1)
@@ -146,6 +143,41 @@ def _inputs(quick: bool, cache: Path, max_synthetic_gib: int, notes: list[str]) 
         _log(f"synthetic {gib} GiB vmcore")
         inputs.append(synthetic_input(gib * GIB, content_source, cache))
     return inputs
+
+
+def _compression_costs(bench_input: BenchInput, repeat: int, results: report.Results) -> None:
+    """zstd 1 at -d 31 and -d 1, and --fast's level at -d 31, over the pages the dump stores."""
+    for dump_level, level in ((31, DEFAULT_LEVEL), (1, DEFAULT_LEVEL), (31, FAST_LEVEL)):
+        warm(bench_input)
+        cost = measure_compression_cost(bench_input.path, dump_level, repeat, level)
+        results.costs[bench_input.name, dump_level, level] = cost
+        _log(f"{bench_input.name}: zstd {level} alone at -d {dump_level}: {cost.us_per_page:.2f} µs/page x "
+             f"{cost.pages} pages = {cost.seconds:.2f} s")
+
+
+class OtherCpu:
+    """CPU time the rest of the machine used since creation: all busy time (/proc/stat) less
+    this process's and its waited-for children's (every contender is one)."""
+
+    def __init__(self) -> None:
+        self.started, self.busy, self.ours = time.monotonic(), _busy_seconds(), _our_seconds()
+
+    def wall(self) -> float:
+        return time.monotonic() - self.started
+
+    def seconds(self) -> float:
+        return max(0.0, _busy_seconds() - self.busy - (_our_seconds() - self.ours))
+
+
+def _busy_seconds() -> float:
+    # cpu  user nice system idle iowait irq softirq steal ...: all but idle and iowait
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _our_seconds() -> float:
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 def _prime_bytecode(contender: Contender, bench_input: BenchInput, scratch: Path) -> None:
@@ -213,7 +245,8 @@ def _setup_notes(repeat: int, scratch: Path) -> list[str]:
         "before the timed ones).",
         "- vmcore-save runs without -q (its summary holds the phase times); progress lines are at most once a second.",
         "- Compression cost: in process, PageEncoder(zstd level 1) over exactly the pages the dump stores "
-        "(non-zero dumpable pages, found by the classifier and the page pipeline), median of the repetitions.",
+        "(non-zero dumpable pages, found by the classifier and the page pipeline), right after the input's timed "
+        "runs, best of as many repetitions as timed runs.",
     ]
 
 
