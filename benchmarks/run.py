@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                 results.measurements.append(_measure(contender, bench_input, Path(scratch), runs))
             if bench_input.kind == "real":  # right after its wall times: the same machine conditions
                 _compression_costs(bench_input, repeat, results)
-            _log(f"{bench_input.name} done; load average {_load(os.getloadavg())}")
+            _log(f"{bench_input.name} done; load average {_load(os.getloadavg())}; everything else has used "
+                 f"{others.seconds():.0f} CPU-seconds so far")
             report.write_report(args.out, context, results)  # partial results survive a stop
     context.load.append(f"- The timed runs and compression costs took {others.wall():.0f} s: load average at their end "
                         f"{_load(os.getloadavg())}, this suite's own processes included; everything else (other "
@@ -170,9 +171,9 @@ class OtherCpu:
 
 
 def _busy_seconds() -> float:
-    # cpu  user nice system idle iowait irq softirq steal ...: all but idle and iowait
-    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
-    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+    # cpu  user nice system idle iowait irq softirq steal ...: steal is the hypervisor's, not this machine's
+    user, nice, system, _, _, irq, softirq = map(int, Path("/proc/stat").read_text().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def _our_seconds() -> float:
