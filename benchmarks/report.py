@@ -444,7 +444,9 @@ def write_plot(path: Path, context: Context, r: Results) -> bool:
     ratio_axes.set_xticks(range(len(groups)), [g for g, _, _ in groups], fontsize=8)
     ratio_axes.set_ylabel("wall time, vmcore-save / makedumpfile (median; < 1: vmcore-save faster)")
     ratio_axes.set_title("Time against makedumpfile, same input and dump level")
-    ratio_axes.legend(fontsize="small")
+    tallest = max((value for values in bars.values() for value in values if value), default=1.0)
+    ratio_axes.set_ylim(0, max(tallest, 1.0) * 1.4)  # room for the legend above the bars
+    ratio_axes.legend(fontsize="small", loc="upper left", ncol=2)
     ratio_axes.grid(True, axis="y", alpha=0.3)
     for threads in (1, 2):
         points = [(i.memory_bytes / GIB, m.max_rss_bytes / MIB) for i in r.synthetic
@@ -462,7 +464,7 @@ def write_plot(path: Path, context: Context, r: Results) -> bool:
     rss_axes.set_title("Memory")
     rss_axes.legend(fontsize="small")
     rss_axes.grid(True, which="both", alpha=0.3)
-    stamp = "\n".join(line.removeprefix("- ") for line in context.machine + context.load)
+    stamp = "\n".join(line.removeprefix("- ").split(";")[0] for line in context.machine + context.load)
     figure.suptitle(f"{context.title}\n{stamp}", fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)

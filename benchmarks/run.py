@@ -92,10 +92,10 @@ def main(argv: list[str] | None = None) -> int:
             _log(f"{bench_input.name} done; load average {_load(os.getloadavg())}; everything else has used "
                  f"{others.seconds():.0f} CPU-seconds so far")
             report.write_report(args.out, context, results)  # partial results survive a stop
-    context.load.append(f"- The timed runs and compression costs took {others.wall():.0f} s: load average at their end "
-                        f"{_load(os.getloadavg())}, this suite's own processes included; everything else (other "
-                        f"users, kernel threads) used {others.seconds():.0f} CPU-seconds meanwhile "
-                        f"({others.seconds() / others.wall():.2f} cores on average)")
+    context.load.append(f"- Timed runs and compression costs ({others.wall():.0f} s): everything else on the machine "
+                        f"(other users, kernel threads) used {others.seconds():.0f} CPU-seconds, "
+                        f"{others.seconds() / others.wall():.2f} cores on average; load average at their end "
+                        f"{_load(os.getloadavg())}, this suite's own processes included")
     _log(f"struct page scan on {largest_real.name}")
     warm(largest_real)
     results.scanner = run_scanner_benchmark(largest_real.path, 1 if args.quick else 3, 1)
