@@ -41,6 +41,10 @@ def test_kdump_pages_equal_source(tmp_path_factory, save, segments, dump_level, 
 # Found by hypothesis: a vmcore whose only segment is all zero pages left no PT_LOAD at -d 1.
 @example(segments=[SegmentSpec(paddr=0, data=bytes(2 * PAGE_SIZE), vaddr=0xFFFF888000000000, extra_memsz=0)],
          dump_level=1)
+# Found by hypothesis: two equal segments, each taken for a copy of the other, left their zero
+# pages undescribed.
+@example(segments=[SegmentSpec(paddr=0, data=bytes(PAGE_SIZE)), SegmentSpec(paddr=0, data=bytes(PAGE_SIZE))],
+         dump_level=1)
 def test_elf_pages_equal_source_and_excluded_pages_read_as_zeros(tmp_path_factory, save, segments, dump_level):
     tmp = tmp_path_factory.mktemp("elf")
     vmcore = write_vmcore(tmp, segments)

@@ -44,10 +44,18 @@ def _kept_bitmap(vmcore: Vmcore, classifier: PageClassifier, start: int, end: in
     return kept
 
 
-def _repeats_another(vmcore: Vmcore, seg: Segment) -> bool:
-    """A segment that only repeats part of another (kexec_load's kernel-text PT_LOAD)."""
-    return any(other is not seg and other.paddr <= seg.paddr and seg.paddr + seg.memsz <= other.paddr + other.memsz
-               for other in vmcore.segments)
+def _copies(vmcore: Vmcore) -> set[int]:
+    """Indexes of the segments that only repeat part of another (kexec_load's kernel-text
+    PT_LOAD): inside a larger one, or equal to an earlier one (one of equals stays whole)."""
+    segs = vmcore.segments
+
+    def repeats(i: int, j: int) -> bool:
+        a, b = segs[i], segs[j]
+        inside = b.paddr <= a.paddr and a.paddr + a.memsz <= b.paddr + b.memsz
+        equal = (a.paddr, a.memsz) == (b.paddr, b.memsz)
+        return i != j and inside and (not equal or j < i)
+
+    return {i for i in range(len(segs)) if any(repeats(i, j) for j in range(len(segs)))}
 
 
 def _loads(vmcore: Vmcore, classifier: PageClassifier,
@@ -59,7 +67,7 @@ def _loads(vmcore: Vmcore, classifier: PageClassifier,
     address from the first PT_LOAD that spans it, would otherwise take excluded pages of the
     copy for holes. Pages per class are added to ``counts`` when given."""
     ps = vmcore.page_size
-    copies = {index for index, seg in enumerate(vmcore.segments) if _repeats_another(vmcore, seg)}
+    copies = _copies(vmcore)
     run: dict[int, tuple[int, int]] = {}  # segment index -> its last run of kept bytes, not yet out
     for start, end in classifier.windows():
         kept = _kept_bitmap(vmcore, classifier, start, end, counts)
