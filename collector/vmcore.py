@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import bisect
-import contextlib
 import mmap
 import os
 import re
@@ -93,15 +92,6 @@ class VmcoreFile:
             else:
                 return MappedBytes(memoryview(mapped)[offset - start:], mapped)
         return MappedBytes(memoryview(self.pread(offset, length)), None)
-
-    @contextlib.contextmanager
-    def window(self, offset: int, length: int) -> Iterator[memoryview]:
-        """A read-only view of file bytes [offset, offset+length); release it before the next."""
-        mapped = self.map(offset, length)
-        try:
-            yield mapped.view
-        finally:
-            mapped.close()
 
 
 class MappedBytes:

@@ -17,7 +17,8 @@ import time
 from typing import Iterator
 
 from .. import elf, fastcopy
-from ..classify import DL_ZERO, PageClassifier, PageCounts
+from ..classify import PageClassifier, PageCounts
+from ..dump_level import DL_ZERO
 from ..progress import Progress
 from ..sink import Sink
 from ..vmcore import Segment, Vmcore

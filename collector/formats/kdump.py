@@ -22,9 +22,10 @@ from functools import partial
 from typing import Any, Callable
 
 from .. import fastcopy
-from ..classify import DL_ZERO, PageClassifier, PageCounts
-from ..errors import InputError
+from ..classify import PageClassifier, PageCounts
 from ..compression import PAGE_FLAGS
+from ..dump_level import DL_ZERO
+from ..errors import InputError
 from ..pipeline import EncodedSpan, PageCompressor, PagePipeline
 from ..progress import Progress
 from ..sink import Sink
