@@ -13,9 +13,9 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcmp, memcpy, memset
 
-from collector.compression import FLAG_ZLIB, FLAG_ZSTD, LEVEL_RANGES
-from collector.dump_level import DL_CACHE, DL_CACHE_PRIVATE, DL_FREE, DL_USER
-from collector.page_encoding import (CLASS_CACHE, CLASS_CACHE_PRIVATE, CLASS_FREE, CLASS_HWPOISON,
+from collector.pipeline.compression import FLAG_ZLIB, FLAG_ZSTD, LEVEL_RANGES
+from collector.scan.dump_level import DL_CACHE, DL_CACHE_PRIVATE, DL_FREE, DL_USER
+from collector.kernel.page_encoding import (CLASS_CACHE, CLASS_CACHE_PRIVATE, CLASS_FREE, CLASS_HWPOISON,
                                      CLASS_OFFLINE, CLASS_USER, COUNT_BAD_ORDER, ORDER_FLAGS_BYTE,
                                      ORDER_U8, PARAM_INDEX)
 

@@ -19,7 +19,7 @@ setup(
     entry_points={"console_scripts": [
         "vmcore-save=collector.cli:main",
         "vmcore-rearrange=collector.cli:rearrange_main",
-        "vmcore-collector=collector.arm:main",
+        "vmcore-collector=collector.capture.arm:main",
     ]},
     # The dracut module, the example configuration and the unit that arms at boot.
     data_files=[

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from collector import fastcopy
-from collector.classify import PageClassifier
-from collector.compression import DEFAULT_LEVEL, FLAG_ZSTD
-from collector.dump_level import DL_ZERO
-from collector.pipeline import SPAN_PAGES, PageCompressor, PagePipeline
-from collector.vmcore import Vmcore
+from collector.scan.classify import PageClassifier
+from collector.pipeline.compression import DEFAULT_LEVEL, FLAG_ZSTD
+from collector.scan.dump_level import DL_ZERO
+from collector.pipeline.pages import SPAN_PAGES, PageCompressor, PagePipeline
+from collector.source.vmcore import Vmcore
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from collector.compression import FAST_LEVEL
+from collector.pipeline.compression import FAST_LEVEL
 
 from .inputs import BenchInput
 

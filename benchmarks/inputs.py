@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from collector import elf
-from collector.vmcore import Vmcore
+from collector.source import elf
+from collector.source.vmcore import Vmcore
 from tests.vmcore_factory import PAGE_SIZE, build_notes
 
 GIB = 1 << 30

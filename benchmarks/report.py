@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from collector.compression import DEFAULT_LEVEL, FAST_LEVEL
+from collector.pipeline.compression import DEFAULT_LEVEL, FAST_LEVEL
 
 from .capture_env import CaptureFigures
 from .compression_cost import CompressionCost

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from collector import fastcopy
-from collector.compression import DEFAULT_LEVEL, FAST_LEVEL
+from collector.pipeline.compression import DEFAULT_LEVEL, FAST_LEVEL
 
 from . import report
 from .capture_env import run_capture_benchmark

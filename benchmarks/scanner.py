@@ -15,8 +15,8 @@ from pathlib import Path
 from types import ModuleType
 
 from collector import _fastcopy, _fastcopy_py, fastcopy
-from collector.classify import PageClassifier
-from collector.vmcore import MAP_WINDOW_BYTES, Vmcore
+from collector.scan.classify import PageClassifier
+from collector.source.vmcore import MAP_WINDOW_BYTES, Vmcore
 
 SCANNER_FUNCTIONS = ("PageEncoder", "kdump_descs", "span_end", "clear_zero_pages", "count_bits", "bit_runs",
                      "classify_pages")

@@ -10,9 +10,9 @@ import zlib
 from functools import partial
 from typing import Any, Callable
 
-from .compression import FLAG_ZLIB, FLAG_ZSTD, LEVEL_RANGES
-from .dump_level import DL_CACHE, DL_CACHE_PRIVATE, DL_FREE, DL_USER
-from .page_encoding import (
+from .pipeline.compression import FLAG_ZLIB, FLAG_ZSTD, LEVEL_RANGES
+from .scan.dump_level import DL_CACHE, DL_CACHE_PRIVATE, DL_FREE, DL_USER
+from .kernel.page_encoding import (
     CLASS_CACHE,
     CLASS_CACHE_PRIVATE,
     CLASS_FREE,

@@ -11,9 +11,9 @@ import sys
 from typing import Sequence
 
 from . import console
-from .compression import FAST_LEVEL, METHODS
+from .pipeline.compression import FAST_LEVEL, METHODS
 from .errors import CollectorError
-from .paths import CONFIG_PATH
+from .capture.paths import CONFIG_PATH
 from .progress import PROGRAM
 from .savejob import (
     DEFAULT_DEST,
@@ -136,8 +136,8 @@ def rearrange_main(argv: Sequence[str] | None = None) -> int:
 
 def _save(argv: list[str]) -> int:
     if not argv and os.path.exists(CONFIG_PATH):  # e.g. the capture kernel's emergency shell
-        from .capture import save_configured
-        from .config import load as load_config
+        from .capture.environment import save_configured
+        from .capture.config import load as load_config
 
         return save_configured(load_config(CONFIG_PATH))
     args = build_parser().parse_args(argv)
@@ -149,7 +149,7 @@ def _save(argv: list[str]) -> int:
         print(info.text)
         return info.exit_code
     if args.dmesg:
-        from .dmesg import kernel_log_of_file
+        from .kernel.dmesg import kernel_log_of_file
 
         sys.stdout.write(kernel_log_of_file(args.dmesg))
         return EXIT_OK

@@ -8,7 +8,7 @@ from . import fastcopy
 from .errors import InputError
 from .formats import flat
 from .formats.kdump import SIGNATURE, KdumpFile
-from .vmcore import Vmcore
+from .source.vmcore import Vmcore
 
 # --info's exit status: whether the file holds every page it says it holds.
 INFO_COMPLETE, INFO_UNREADABLE, INFO_INCOMPLETE = 0, 2, 3

@@ -24,14 +24,14 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import console, fastcopy
-from .classify import PageClassifier
-from .compression import DEFAULT_LEVEL, LEVEL_RANGES, METHODS
-from .dump_level import MAX_DUMP_LEVEL
+from .scan.classify import PageClassifier
+from .pipeline.compression import DEFAULT_LEVEL, LEVEL_RANGES, METHODS
+from .scan.dump_level import MAX_DUMP_LEVEL
 from .errors import CollectorError, TargetUnreachable
 from .formats import flat
 from .formats.elfcore import write_elf
 from .formats.kdump import TARGET_FULL_ERRNOS, DumpResult, KdumpLayout, write_kdump
-from .pipeline import PageCompressor
+from .pipeline.pages import PageCompressor
 from .progress import PROGRAM, LineProgress, format_duration
 from .targets import (
     Appender,
@@ -42,7 +42,7 @@ from .targets import (
     open_target,
 )
 from .targets.local import OutputFile, Retention, check_output
-from .vmcore import Vmcore
+from .source.vmcore import Vmcore
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
 DEFAULT_VMCORE = "/proc/vmcore"
@@ -181,7 +181,7 @@ def save(options: SaveOptions, say: Notice = notice) -> Outcome:
         for warning in vmcore.warnings:
             progress.message(f"warning: {warning}")
         if options.dmesg_only:  # the log is the whole job, so failing to read or write it is an error
-            from .dmesg import kernel_log  # only where a log is saved
+            from .kernel.dmesg import kernel_log  # only where a log is saved
 
             text = kernel_log(vmcore)
             # No size bound: min_free stops the log, and nothing is removed to make room for it.
@@ -381,7 +381,7 @@ def dump_dir_name(vmcore: Vmcore) -> str:
 def _kernel_log_or_warn(vmcore: Vmcore, say: Notice) -> str | None:
     """The crashed kernel's log, or None after one warning line: the dump matters more."""
     try:
-        from .dmesg import kernel_log  # only where a log is saved
+        from .kernel.dmesg import kernel_log  # only where a log is saved
 
         return kernel_log(vmcore)
     except Exception as e:  # whatever goes wrong with the log, the dump must still be taken

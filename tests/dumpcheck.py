@@ -8,7 +8,7 @@ import drgn
 
 from collector.formats.kdump import KdumpFile
 from collector.targets.local import MARKER_NAME
-from collector.vmcore import Vmcore
+from collector.source.vmcore import Vmcore
 
 
 def dump_files(directory: Path) -> list[str]:

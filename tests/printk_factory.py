@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from collector.kernel import TranslationError
+from collector.kernel.memory import TranslationError
 
 DIRECT_MAP = 0xFFFF888000000000
 IMAGE_PADDR = 0x1000000

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector import elf
+from collector.source import elf
 from collector.errors import InputError
-from collector.vmcore import Vmcore
-from collector.vmcoreinfo import VmcoreInfo
+from collector.source.vmcore import Vmcore
+from collector.source.vmcoreinfo import VmcoreInfo
 from tests.conftest import run_save
 from tests.vmcore_factory import PAGE_SIZE, SegmentSpec, build_vmcore, vmcoreinfo_text
 

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from collector import _fastcopy_py
-from collector.page_encoding import CLASS_NAMES, PageEncoding
-from collector.vmcoreinfo import VmcoreInfo
+from collector.kernel.page_encoding import CLASS_NAMES, PageEncoding
+from collector.source.vmcoreinfo import VmcoreInfo
 
 try:
     from collector import _fastcopy as compiled

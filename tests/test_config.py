@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from collector import config
-from collector.arm import CAPTURE_KERNEL_ARGS, capture_command_line, kernel_modules_for
-from collector.capture import save_options
-from collector.config import ConfigError, Target
+from collector.capture import config
+from collector.capture.arm import CAPTURE_KERNEL_ARGS, capture_command_line, kernel_modules_for
+from collector.capture.environment import save_options
+from collector.capture.config import ConfigError, Target
 from collector.savejob import SaveOptions
 from collector.targets import SshOptions
 from tests.conftest import REPO
@@ -146,7 +146,7 @@ def test_vmcore_save_without_arguments_does_the_configured_job(tmp_path: Path, m
 
 
 def test_capture_main_refuses_outside_a_capture_kernel(capsys: pytest.CaptureFixture[str]) -> None:
-    from collector import capture
+    from collector.capture import environment as capture
 
     assert capture.main() == 2
     assert "refusing: no /proc/vmcore" in capsys.readouterr().err

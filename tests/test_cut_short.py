@@ -9,12 +9,12 @@ import os
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from collector.classify import PageClassifier
+from collector.scan.classify import PageClassifier
 from collector.formats.kdump import KdumpFile, write_kdump
-from collector.pipeline import PageCompressor
+from collector.pipeline.pages import PageCompressor
 from collector.progress import LineProgress
 from collector.targets.local import LocalFile
-from collector.vmcore import Vmcore
+from collector.source.vmcore import Vmcore
 from tests.dumpcheck import drgn_page, drgn_program
 from tests.strategies import segment_layouts
 from tests.vmcore_factory import PAGE_SIZE, build_vmcore, expected_memory, vmcoreinfo_text

@@ -9,10 +9,10 @@ import subprocess
 
 import pytest
 
-from collector import elf
+from collector.source import elf
 from collector.formats.kdump import KdumpFile
-from collector.vmcore import ORIGINAL_VMCOREINFO_NOTE_NAME, Vmcore
-from collector.vmcoreinfo import VmcoreInfo
+from collector.source.vmcore import ORIGINAL_VMCOREINFO_NOTE_NAME, Vmcore
+from collector.source.vmcoreinfo import VmcoreInfo
 from tests.conftest import run_save
 from tests.dumpcheck import drgn_program
 from tests.vmcore_factory import (

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.dmesg import DmesgError, Gap, LogRecord, format_entry, format_log, kernel_log_of_file, log_text
+from collector.kernel.dmesg import DmesgError, Gap, LogRecord, format_entry, format_log, kernel_log_of_file, log_text
 from collector.formats.kdump_image import KdumpImage, PageNotInDump
-from collector.vmcoreinfo import VmcoreInfo
+from collector.source.vmcoreinfo import VmcoreInfo
 from tests.conftest import run_save
 from tests.dumpcheck import dump_files
 from tests.printk_factory import (COMMITTED, FAILED_LPOS, FINALIZED, IMAGE_PADDR, IMAGE_VADDR, INFO_SIZE, RESERVED,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from collector import arm, capture, config, mounts
-from collector.config import Target
+from collector.capture import arm, environment as capture, config, mounts
+from collector.capture.config import Target
 from collector.errors import CollectorError
 
 # A Fedora-like machine: root on sda2 (a btrfs subvolume), /boot on sda1, /var/log on its own

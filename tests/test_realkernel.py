@@ -10,10 +10,10 @@ import sys
 import pytest
 
 from collector.formats.kdump import KdumpFile
-from collector.kernel import KernelMemory
-from collector.mm import SectionMemMap
-from collector.page_encoding import PageEncoding
-from collector.vmcore import Vmcore
+from collector.kernel.memory import KernelMemory
+from collector.kernel.mm import SectionMemMap
+from collector.kernel.page_encoding import PageEncoding
+from collector.source.vmcore import Vmcore
 from tests.conftest import run_save
 from tests.dumpcheck import drgn_page, drgn_program
 

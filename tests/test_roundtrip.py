@@ -91,7 +91,7 @@ def test_many_segments_need_pn_xnum_in_elf_output(tmp_path, save):
     vmcore = write_vmcore(tmp_path, segments)
     out = str(tmp_path / "dump.elf")
     save(vmcore, "--output", out, "--format", "elf", "-d", "1", check=True)
-    from collector.vmcore import Vmcore
+    from collector.source.vmcore import Vmcore
 
     with Vmcore(out) as core:
         assert len(core.segments) == 66000

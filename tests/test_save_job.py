@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from collector import savejob
-from collector.compression import LEVEL_RANGES
+from collector.pipeline.compression import LEVEL_RANGES
 from collector.errors import CollectorError
 from collector.formats.kdump import KdumpFile
 from collector.savejob import SaveOptions
@@ -232,10 +232,10 @@ def test_one_fallback_chain_skips_unusable_targets_and_saves_dumps_cut_short_aga
 
 
 def test_the_capture_job_neither_imports_the_command_line_nor_passes_arguments():
-    code = "import sys, collector.capture; print('collector.cli' in sys.modules)"
+    code = "import sys, collector.capture.environment; print('collector.cli' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                           check=True).stdout == "False\n"
-    from collector import config
+    from collector.capture import config
 
     assert not hasattr(config.Config, "save_arguments")
 

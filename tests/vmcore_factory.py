@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from collector import elf
+from collector.source import elf
 
 PAGE_SIZE = 4096
 PRSTATUS_SIZE = 336  # struct elf_prstatus on x86_64

@@ -16,12 +16,13 @@ from __future__ import annotations
 import time
 from typing import Iterator
 
-from .. import elf, fastcopy
-from ..classify import PageClassifier, PageCounts
-from ..dump_level import DL_ZERO
+from ..source import elf
+from .. import fastcopy
+from ..scan.classify import PageClassifier, PageCounts
+from ..scan.dump_level import DL_ZERO
 from ..progress import Progress
 from ..sink import Sink
-from ..vmcore import Segment, Vmcore
+from ..source.vmcore import Segment, Vmcore
 from .kdump import FLUSH_BYTES, TARGET_FULL_ERRNOS, DumpResult
 
 PF_RWX = 7

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import BinaryIO, Callable
 
 from ..errors import InputError
-from ..structs import Record
+from ..source.structs import Record
 
 FLAT_SIGNATURE = b"makedumpfile"
 FLAT_HEADER_SIZE = 4096

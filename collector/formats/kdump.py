@@ -22,15 +22,15 @@ from functools import partial
 from typing import Any, Callable
 
 from .. import fastcopy
-from ..classify import PageClassifier, PageCounts
-from ..compression import PAGE_FLAGS
-from ..dump_level import DL_ZERO
+from ..scan.classify import PageClassifier, PageCounts
+from ..pipeline.compression import PAGE_FLAGS
+from ..scan.dump_level import DL_ZERO
 from ..errors import InputError
-from ..pipeline import EncodedSpan, PageCompressor, PagePipeline
+from ..pipeline.pages import EncodedSpan, PageCompressor, PagePipeline
 from ..progress import Progress
 from ..sink import Sink
-from ..structs import Record
-from ..vmcore import Vmcore
+from ..source.structs import Record
+from ..source.vmcore import Vmcore
 
 SIGNATURE = b"KDUMP   "
 HEADER_VERSION = 6

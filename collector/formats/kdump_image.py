@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from .. import elf
+from ..source import elf
 from ..errors import InputError
-from ..vmcore import Segment
-from ..vmcoreinfo import VmcoreInfo
+from ..source.vmcore import Segment
+from ..source.vmcoreinfo import VmcoreInfo
 from .kdump import KdumpFile
 
 # Pages kept decompressed: the kernel log and the page tables leading to it are a few hundred.

@@ -101,7 +101,7 @@ def build_image(config_text: str, job: Path, kernel: assets.Kernel, dracut: str,
     config.write_text(config_text)
     image = job / "capture.img"
     kmoddir = kernel.directory / "root" / "lib" / "modules" / kernel.release
-    command = [sys.executable, "-m", "collector.arm", "build-initramfs", "--kernel-version", kernel.release,
+    command = [sys.executable, "-m", "collector.capture.arm", "build-initramfs", "--kernel-version", kernel.release,
                "--kmoddir", str(kmoddir), "--kdump-conf" if kdump_conf else "--config", str(config),
                "--output", str(image), "--dracut", dracut]
     if root_disk is not None:
@@ -139,7 +139,7 @@ def crash_and_capture(job: Path, kernel: assets.Kernel, image: Path, marker: str
     (job / "bin" / "kexec").write_text(
         f"#!/bin/sh\nLD_LIBRARY_PATH={kexec_tree}/lib/x86_64-linux-gnu exec {kexec_tree}/sbin/kexec \"$@\"\n")
     (job / "bin" / "kexec").chmod(0o755)
-    arm = f"export PATH=/job/bin:$PATH; cd {shlex.quote(str(REPO))} && python -m collector.arm"
+    arm = f"export PATH=/job/bin:$PATH; cd {shlex.quote(str(REPO))} && python -m collector.capture.arm"
     (job / "arm-command").write_text(
         f"{arm} arm --kernel /job/vmlinuz --initrd /job/capture.img {_config_option(job)}"
         f" && {{ {arm} status --initrd /job/capture.img {_config_option(job)} || true; }}\n")

@@ -11,9 +11,9 @@ import struct
 from functools import lru_cache
 from typing import Protocol, Sequence
 
-from .elf import EM_X86_64
-from .vmcore import X86_64_START_KERNEL_MAP, Segment, kernel_image_paddr
-from .vmcoreinfo import VmcoreInfo
+from ..source.elf import EM_X86_64
+from ..source.vmcore import X86_64_START_KERNEL_MAP, Segment, kernel_image_paddr
+from ..source.vmcoreinfo import VmcoreInfo
 
 PTE_PRESENT = 0x1
 PTE_PSE = 0x80                  # a PUD or PMD entry that maps a 1 GiB or 2 MiB page

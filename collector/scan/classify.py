@@ -12,12 +12,12 @@ from array import array
 from dataclasses import dataclass
 from typing import Callable
 
-from . import fastcopy
+from .. import fastcopy
 from .dump_level import DL_ZERO, MAX_DUMP_LEVEL, STRUCT_PAGE_LEVELS
-from .kernel import KernelMemory, TranslationError
-from .mm import MemMapError, SectionMemMap
-from .page_encoding import CLASS_NAMES, COUNT_BAD_ORDER, NUM_COUNTS, PageEncoding
-from .vmcore import PhysicalMemory, Vmcore
+from ..kernel.memory import KernelMemory, TranslationError
+from ..kernel.mm import MemMapError, SectionMemMap
+from ..kernel.page_encoding import CLASS_NAMES, COUNT_BAD_ORDER, NUM_COUNTS, PageEncoding
+from ..source.vmcore import PhysicalMemory, Vmcore
 
 __all__ = ["DL_ZERO", "MAX_DUMP_LEVEL", "PageClassifier", "PageCounts"]
 

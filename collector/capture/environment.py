@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 from . import config as configuration
-from . import console, progress, savejob
-from .errors import CollectorError
-from .targets import SshOptions
+from .. import console, progress, savejob
+from ..errors import CollectorError
+from ..targets import SshOptions
 
 PROGRAM = "vmcore-collector"
 VMCORE = "/proc/vmcore"
@@ -230,6 +230,3 @@ def main() -> int:
     say(f"no complete dump saved; failure_action {config.failure_action}")
     return run_action(config.failure_action)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import config as configuration
-from .errors import CollectorError
+from ..errors import CollectorError
 
 MOUNTINFO = "/proc/self/mountinfo"
 # File systems whose contents live in RAM: the running kernel's and, in a capture kernel, its own.

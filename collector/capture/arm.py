@@ -30,14 +30,17 @@ from pathlib import Path
 from typing import Sequence
 
 from . import config as configuration
-from . import console, mounts
-from .errors import CollectorError
+from .. import console
+from . import mounts
+from ..errors import CollectorError
 
 PROGRAM = "vmcore-collector"
 DEFAULT_IMAGE_DIR = "/var/lib/vmcore-collector"
 RUNTIME_DIR = "/usr/lib/vmcore-collector"  # PYTHONPATH of the capture environment
 IMAGE_CONFIG_DIR = "/etc/vmcore-collector"
-MODULE_DIR = Path(__file__).resolve().parent.parent / "initramfs" / "99vmcore-collector"
+# The directory that holds the collector package: a checkout, or site-packages when installed.
+PACKAGE_PARENT = Path(__file__).resolve().parents[2]
+MODULE_DIR = PACKAGE_PARENT / "initramfs" / "99vmcore-collector"
 INSTALLED_MODULE_DIR = Path(sys.prefix) / "share" / "vmcore-collector" / "99vmcore-collector"
 
 # The usual capture-kernel settings (as Fedora's kdumpctl): one CPU, devices reset and polled
@@ -62,8 +65,11 @@ FILESYSTEM_MODULES = {"ext4": ("crc32c_generic", "ext4"), "ext3": ("crc32c_gener
 DYNAMIC_STDLIB_MODULES = ("encodings.utf_8", "encodings.ascii", "encodings.latin_1", "encodings.idna",
                           "encodings.aliases")
 # Entry points whose static import closure is the capture environment's Python.
-ENTRY_MODULES = ("collector.cli", "collector.capture", "collector.arm", "collector.config",
+ENTRY_MODULES = ("collector.cli", "collector.capture.environment", "collector.capture.arm", "collector.capture.config",
                  "collector.targets.local", "collector.targets.nfs", "zstandard", *DYNAMIC_STDLIB_MODULES)
+# What /init runs (``python3 -m collector.capture``): found by reading it, never imported here,
+# since importing it starts the capture job.
+CAPTURE_MAIN = "collector.capture.__main__"
 # The SSH target's stack (paramiko, cryptography: ~20 MiB unpacked, ~25 MiB more RSS) goes in
 # only when an SSH target is configured.
 SSH_MODULES = ("collector.targets.ssh", "paramiko")
@@ -261,7 +267,7 @@ def _find_python_modules(with_ssh: bool) -> dict[str, str]:
         "import json, modulefinder, sys\n"
         f"finder = modulefinder.ModuleFinder(excludes={excludes!r})\n"
         f"entries = {entries!r}\n"
-        "for name in entries:\n"
+        f"for name in entries + [{CAPTURE_MAIN!r}]:\n"
         "    finder.import_hook(name)\n"
         "found = {n: m.__file__ for n, m in finder.modules.items() if m.__file__}\n"
         "for name in entries:\n"
@@ -270,7 +276,7 @@ def _find_python_modules(with_ssh: bool) -> dict[str, str]:
         "json.dump(found, sys.stdout)\n"
     )
     found = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                           cwd=str(Path(__file__).resolve().parent.parent))
+                           cwd=str(PACKAGE_PARENT))
     if found.returncode != 0:
         raise CollectorError(f"cannot list the collector's Python modules: {found.stderr.strip()[-300:]}")
     return json.loads(found.stdout)
@@ -283,7 +289,7 @@ def _stage(config: configuration.Config, kernel_modules: tuple[str, ...],
     compiling at capture time); ELF files are listed for dracut to install with their libraries."""
     stdlib = Path(sysconfig.get_paths()["stdlib"]).resolve()
     site_dirs = [Path(p).resolve() for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
-    package_root = Path(__file__).resolve().parent.parent
+    package_root = PACKAGE_PARENT
     interpreter = Path(sys.executable).resolve()
     manifest: list[tuple[str, str, str]] = [("tree", str(stage), "/"),
                                             ("elf", str(interpreter), str(interpreter)),
@@ -356,7 +362,7 @@ def _stage_runtime_files(config: configuration.Config, kernel_modules: tuple[str
     bin_dir = stage / "usr" / "bin"
     bin_dir.mkdir(parents=True, exist_ok=True)
     (bin_dir / "python3").symlink_to(interpreter)
-    for command, module in (("vmcore-save", "collector.cli"), ("vmcore-collector", "collector.arm")):
+    for command, module in (("vmcore-save", "collector.cli"), ("vmcore-collector", "collector.capture.arm")):
         wrapper = bin_dir / command
         wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={RUNTIME_DIR} exec /usr/bin/python3 -S -c "
                            f"'import sys; from {module} import main; sys.exit(main())' \"$@\"\n")

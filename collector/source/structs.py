@@ -6,7 +6,7 @@ import struct
 from collections import namedtuple
 from typing import Any
 
-from .errors import InputError
+from ..errors import InputError
 
 
 class Record:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
-from .errors import InputError
+from ..errors import InputError
 from .structs import Record
 
 ELF_MAGIC = b"\x7fELF"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from array import array
 from dataclasses import dataclass, field
 
-from .vmcoreinfo import VmcoreInfo
+from ..source.vmcoreinfo import VmcoreInfo
 
 # Classes a page can be excluded as; index into the counts array of classify_pages.
 CLASS_NAMES = ("cache", "cache_private", "user", "free", "hwpoison", "offline")
