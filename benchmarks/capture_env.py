@@ -15,8 +15,16 @@ import shutil
 from dataclasses import dataclass
 
 from tests.testbed import assets
-from tests.testbed.autocapture import (CRASHKERNEL_MIB, GUEST_MEM_MIB, KERNEL, build_image, crash_and_capture,
-                                       find_dracut, make_ext4_disk, new_job_dir)
+from tests.testbed.autocapture import (
+    CRASHKERNEL_MIB,
+    GUEST_MEM_MIB,
+    KERNEL,
+    build_image,
+    crash_and_capture,
+    find_dracut,
+    make_ext4_disk,
+    new_job_dir,
+)
 
 CONFIG = "target = disk /dev/vda ext4 /crash\nfinal_action = poweroff\nfailure_action = poweroff\n"
 

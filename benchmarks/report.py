@@ -14,8 +14,13 @@ from collector.pipeline.compression import DEFAULT_LEVEL, FAST_LEVEL
 
 from .capture_env import CaptureFigures
 from .compression_cost import CompressionCost
-from .contenders import (SCALING_THREADS, SWEEP_LEVELS, SWEEP_THREADS, makedumpfile_name,
-                         vmcore_save_name)
+from .contenders import (
+    SCALING_THREADS,
+    SWEEP_LEVELS,
+    SWEEP_THREADS,
+    makedumpfile_name,
+    vmcore_save_name,
+)
 from .inputs import GIB, BenchInput
 from .measure import Measurement
 from .scanner import ScannerResult

@@ -26,9 +26,24 @@ from collector.pipeline.compression import DEFAULT_LEVEL, FAST_LEVEL
 from . import report
 from .capture_env import run_capture_benchmark
 from .compression_cost import measure_compression_cost
-from .contenders import Contender, all_contenders, makedumpfile_version, reference_makedumpfile, supports_zstd
-from .inputs import (CACHE_DIR, CONTENT_PAGES, GIB, PERIOD_PAGES, BenchInput, free_bytes, real_input,
-                     synthetic_input, warm)
+from .contenders import (
+    Contender,
+    all_contenders,
+    makedumpfile_version,
+    reference_makedumpfile,
+    supports_zstd,
+)
+from .inputs import (
+    CACHE_DIR,
+    CONTENT_PAGES,
+    GIB,
+    PERIOD_PAGES,
+    BenchInput,
+    free_bytes,
+    real_input,
+    synthetic_input,
+    warm,
+)
 from .measure import ContenderFailed, Measurement, run_once
 from .scanner import run_scanner_benchmark
 from .ssh_throughput import SshFigures, run_ssh_benchmark

@@ -10,8 +10,6 @@ import zlib
 from functools import partial
 from typing import Any, Callable
 
-from .pipeline.compression import FLAG_ZLIB, FLAG_ZSTD, LEVEL_RANGES
-from .scan.dump_level import DL_CACHE, DL_CACHE_PRIVATE, DL_FREE, DL_USER
 from .kernel.page_encoding import (
     CLASS_CACHE,
     CLASS_CACHE_PRIVATE,
@@ -24,6 +22,8 @@ from .kernel.page_encoding import (
     ORDER_U8,
     PARAM_INDEX,
 )
+from .pipeline.compression import FLAG_ZLIB, FLAG_ZSTD, LEVEL_RANGES
+from .scan.dump_level import DL_CACHE, DL_CACHE_PRIVATE, DL_FREE, DL_USER
 
 # page_desc_t as the kdump format declares it (collector/formats/kdump.py PAGE_DESC; the
 # compiled module declares the same struct, tests/test_fastcopy.py pins them together).

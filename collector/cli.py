@@ -11,9 +11,9 @@ import sys
 from typing import Sequence
 
 from . import console
-from .pipeline.compression import FAST_LEVEL, METHODS
-from .errors import CollectorError
 from .capture.paths import CONFIG_PATH
+from .errors import CollectorError
+from .pipeline.compression import FAST_LEVEL, METHODS
 from .progress import PROGRAM
 from .savejob import (
     DEFAULT_DEST,
@@ -136,8 +136,8 @@ def rearrange_main(argv: Sequence[str] | None = None) -> int:
 
 def _save(argv: list[str]) -> int:
     if not argv and os.path.exists(CONFIG_PATH):  # e.g. the capture kernel's emergency shell
-        from .capture.environment import save_configured
         from .capture.config import load as load_config
+        from .capture.environment import save_configured
 
         return save_configured(load_config(CONFIG_PATH))
     args = build_parser().parse_args(argv)

@@ -24,15 +24,16 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import console, fastcopy
-from .scan.classify import PageClassifier
-from .pipeline.compression import DEFAULT_LEVEL, LEVEL_RANGES, METHODS
-from .scan.dump_level import MAX_DUMP_LEVEL
 from .errors import CollectorError, TargetUnreachable
 from .formats import flat
 from .formats.elfcore import write_elf
 from .formats.kdump import TARGET_FULL_ERRNOS, DumpResult, KdumpLayout, write_kdump
+from .pipeline.compression import DEFAULT_LEVEL, LEVEL_RANGES, METHODS
 from .pipeline.pages import PageCompressor
 from .progress import PROGRAM, LineProgress, format_duration
+from .scan.classify import PageClassifier
+from .scan.dump_level import MAX_DUMP_LEVEL
+from .source.vmcore import Vmcore
 from .targets import (
     Appender,
     SshOptions,
@@ -42,7 +43,6 @@ from .targets import (
     open_target,
 )
 from .targets.local import OutputFile, Retention, check_output
-from .source.vmcore import Vmcore
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
 DEFAULT_VMCORE = "/proc/vmcore"

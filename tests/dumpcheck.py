@@ -7,8 +7,8 @@ from pathlib import Path
 import drgn
 
 from collector.formats.kdump import KdumpFile
-from collector.targets.local import MARKER_NAME
 from collector.source.vmcore import Vmcore
+from collector.targets.local import MARKER_NAME
 
 
 def dump_files(directory: Path) -> list[str]:

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.source import elf
 from collector.errors import InputError
+from collector.source import elf
 from collector.source.vmcore import Vmcore
 from collector.source.vmcoreinfo import VmcoreInfo
 from tests.conftest import run_save

@@ -13,7 +13,14 @@ import pytest
 from collector.pipeline.pages import SPAN_PAGES
 from tests.conftest import REPO, run_save
 from tests.dumpcheck import check_kdump, dump_files
-from tests.vmcore_factory import OSRELEASE, PAGE_SIZE, SegmentSpec, build_vmcore, expected_memory, vmcoreinfo_text
+from tests.vmcore_factory import (
+    OSRELEASE,
+    PAGE_SIZE,
+    SegmentSpec,
+    build_vmcore,
+    expected_memory,
+    vmcoreinfo_text,
+)
 
 
 @pytest.fixture

@@ -8,9 +8,13 @@ from pathlib import Path
 import pytest
 
 from collector.capture import config
-from collector.capture.arm import CAPTURE_KERNEL_ARGS, capture_command_line, kernel_modules_for
-from collector.capture.environment import save_options
+from collector.capture.arm import (
+    CAPTURE_KERNEL_ARGS,
+    capture_command_line,
+    kernel_modules_for,
+)
 from collector.capture.config import ConfigError, Target
+from collector.capture.environment import save_options
 from collector.savejob import SaveOptions
 from collector.targets import SshOptions
 from tests.conftest import REPO

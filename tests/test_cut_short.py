@@ -9,15 +9,20 @@ import os
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from collector.scan.classify import PageClassifier
 from collector.formats.kdump import KdumpFile, write_kdump
 from collector.pipeline.pages import PageCompressor
 from collector.progress import LineProgress
-from collector.targets.local import LocalFile
+from collector.scan.classify import PageClassifier
 from collector.source.vmcore import Vmcore
+from collector.targets.local import LocalFile
 from tests.dumpcheck import drgn_page, drgn_program
 from tests.strategies import segment_layouts
-from tests.vmcore_factory import PAGE_SIZE, build_vmcore, expected_memory, vmcoreinfo_text
+from tests.vmcore_factory import (
+    PAGE_SIZE,
+    build_vmcore,
+    expected_memory,
+    vmcoreinfo_text,
+)
 
 
 class FailingFile(LocalFile):

@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from collector.source import elf
 from collector.formats.kdump import KdumpFile
+from collector.source import elf
 from collector.source.vmcore import ORIGINAL_VMCOREINFO_NOTE_NAME, Vmcore
 from collector.source.vmcoreinfo import VmcoreInfo
 from tests.conftest import run_save

@@ -14,13 +14,31 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.kernel.dmesg import DmesgError, Gap, LogRecord, format_entry, format_log, kernel_log_of_file, log_text
 from collector.formats.kdump_image import KdumpImage, PageNotInDump
+from collector.kernel.dmesg import (
+    DmesgError,
+    Gap,
+    LogRecord,
+    format_entry,
+    format_log,
+    kernel_log_of_file,
+    log_text,
+)
 from collector.source.vmcoreinfo import VmcoreInfo
 from tests.conftest import run_save
 from tests.dumpcheck import dump_files
-from tests.printk_factory import (COMMITTED, FAILED_LPOS, FINALIZED, IMAGE_PADDR, IMAGE_VADDR, INFO_SIZE, RESERVED,
-                                  REUSABLE, PrintkRing, StructuredLogBuf)
+from tests.printk_factory import (
+    COMMITTED,
+    FAILED_LPOS,
+    FINALIZED,
+    IMAGE_PADDR,
+    IMAGE_VADDR,
+    INFO_SIZE,
+    RESERVED,
+    REUSABLE,
+    PrintkRing,
+    StructuredLogBuf,
+)
 from tests.sshd import SSHD, start_sshd
 from tests.vmcore_factory import SegmentSpec, build_vmcore, vmcoreinfo_text
 

@@ -23,8 +23,16 @@ from tests.dumpcheck import drgn_program
 from tests.nfs_server import nfs_server
 from tests.sshd import keygen, start_sshd
 from tests.testbed import assets
-from tests.testbed.autocapture import (HOST_SEEN_FROM_GUEST, KERNEL, build_image, crash_and_capture, find_dracut,
-                                       make_ext4_disk, make_root_disk, new_job_dir)
+from tests.testbed.autocapture import (
+    HOST_SEEN_FROM_GUEST,
+    KERNEL,
+    build_image,
+    crash_and_capture,
+    find_dracut,
+    make_ext4_disk,
+    make_root_disk,
+    new_job_dir,
+)
 
 pytestmark = [
     pytest.mark.e2e, pytest.mark.realkernel,

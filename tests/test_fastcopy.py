@@ -13,8 +13,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from collector import _fastcopy_py, fastcopy
-from collector.pipeline.compression import DEFAULT_LEVEL, FLAG_ZSTD, LEVEL_RANGES, METHODS, PAGE_FLAGS
 from collector.formats.kdump import PAGE_DESC
+from collector.pipeline.compression import (
+    DEFAULT_LEVEL,
+    FLAG_ZSTD,
+    LEVEL_RANGES,
+    METHODS,
+    PAGE_FLAGS,
+)
 
 try:
     from collector import _fastcopy as compiled

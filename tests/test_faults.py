@@ -10,7 +10,13 @@ import pytest
 from collector.formats.kdump import KdumpFile
 from tests.conftest import run_save
 from tests.dumpcheck import drgn_page, drgn_program, dump_files
-from tests.vmcore_factory import PAGE_SIZE, SegmentSpec, build_vmcore, expected_memory, vmcoreinfo_text
+from tests.vmcore_factory import (
+    PAGE_SIZE,
+    SegmentSpec,
+    build_vmcore,
+    expected_memory,
+    vmcoreinfo_text,
+)
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from collector.capture import arm, environment as capture, config, mounts
+from collector.capture import arm, config, mounts
+from collector.capture import environment as capture
 from collector.capture.config import Target
 from collector.errors import CollectorError
 

@@ -10,7 +10,13 @@ import subprocess
 import pytest
 
 from tests.conftest import run_save
-from tests.vmcore_factory import OSRELEASE, PAGE_SIZE, SegmentSpec, build_vmcore, vmcoreinfo_text
+from tests.vmcore_factory import (
+    OSRELEASE,
+    PAGE_SIZE,
+    SegmentSpec,
+    build_vmcore,
+    vmcoreinfo_text,
+)
 
 
 @pytest.fixture

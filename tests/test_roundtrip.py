@@ -11,7 +11,13 @@ from hypothesis import strategies as st
 from collector.formats import flat
 from tests.dumpcheck import check_elf, check_kdump
 from tests.strategies import segment_layouts
-from tests.vmcore_factory import PAGE_SIZE, SegmentSpec, build_vmcore, expected_memory, vmcoreinfo_text
+from tests.vmcore_factory import (
+    PAGE_SIZE,
+    SegmentSpec,
+    build_vmcore,
+    expected_memory,
+    vmcoreinfo_text,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 

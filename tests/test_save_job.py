@@ -11,9 +11,9 @@ import sys
 import pytest
 
 from collector import savejob
-from collector.pipeline.compression import LEVEL_RANGES
 from collector.errors import CollectorError
 from collector.formats.kdump import KdumpFile
+from collector.pipeline.compression import LEVEL_RANGES
 from collector.savejob import SaveOptions
 from tests.conftest import REPO, run_save, save_in_process
 from tests.dumpcheck import dump_files

@@ -18,7 +18,13 @@ from collector.formats.kdump import KdumpFile
 from tests.conftest import REPO, run_save
 from tests.dumpcheck import check_kdump, drgn_page, drgn_program
 from tests.sshd import SSHD, Sshd, free_port, keygen, start_sshd
-from tests.vmcore_factory import PAGE_SIZE, SegmentSpec, build_vmcore, expected_memory, vmcoreinfo_text
+from tests.vmcore_factory import (
+    PAGE_SIZE,
+    SegmentSpec,
+    build_vmcore,
+    expected_memory,
+    vmcoreinfo_text,
+)
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="sshd and tmpfs mounts need root"),

@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from . import config as configuration
 from .. import console
-from . import mounts
 from ..errors import CollectorError
+from . import config as configuration
+from . import mounts
 
 PROGRAM = "vmcore-collector"
 DEFAULT_IMAGE_DIR = "/var/lib/vmcore-collector"

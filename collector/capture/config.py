@@ -41,9 +41,9 @@ import shlex
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..errors import CollectorError
 from ..pipeline.compression import LEVEL_RANGES, METHODS
 from ..scan.dump_level import MAX_DUMP_LEVEL
-from ..errors import CollectorError
 from .paths import CONFIG_PATH
 
 TARGET_KINDS = ("disk", "ssh", "nfs", "path", "ram")

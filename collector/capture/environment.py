@@ -16,10 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-from . import config as configuration
 from .. import console, progress, savejob
 from ..errors import CollectorError
 from ..targets import SshOptions
+from . import config as configuration
 
 PROGRAM = "vmcore-collector"
 VMCORE = "/proc/vmcore"

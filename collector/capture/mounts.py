@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from . import config as configuration
 from ..errors import CollectorError
+from . import config as configuration
 
 MOUNTINFO = "/proc/self/mountinfo"
 # File systems whose contents live in RAM: the running kernel's and, in a capture kernel, its own.

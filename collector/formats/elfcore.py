@@ -16,12 +16,12 @@ from __future__ import annotations
 import time
 from typing import Iterator
 
-from ..source import elf
 from .. import fastcopy
+from ..progress import Progress
 from ..scan.classify import PageClassifier, PageCounts
 from ..scan.dump_level import DL_ZERO
-from ..progress import Progress
 from ..sink import Sink
+from ..source import elf
 from ..source.vmcore import Segment, Vmcore
 from .kdump import FLUSH_BYTES, TARGET_FULL_ERRNOS, DumpResult
 

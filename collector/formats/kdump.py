@@ -22,12 +22,12 @@ from functools import partial
 from typing import Any, Callable
 
 from .. import fastcopy
-from ..scan.classify import PageClassifier, PageCounts
-from ..pipeline.compression import PAGE_FLAGS
-from ..scan.dump_level import DL_ZERO
 from ..errors import InputError
+from ..pipeline.compression import PAGE_FLAGS
 from ..pipeline.pages import EncodedSpan, PageCompressor, PagePipeline
 from ..progress import Progress
+from ..scan.classify import PageClassifier, PageCounts
+from ..scan.dump_level import DL_ZERO
 from ..sink import Sink
 from ..source.structs import Record
 from ..source.vmcore import Vmcore

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from ..source import elf
 from ..errors import InputError
+from ..source import elf
 from ..source.vmcore import Segment
 from ..source.vmcoreinfo import VmcoreInfo
 from .kdump import KdumpFile

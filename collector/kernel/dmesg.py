@@ -20,13 +20,13 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Union
 
-from ..source import elf
 from ..errors import InputError
 from ..formats.kdump import SIGNATURE as KDUMP_SIGNATURE
 from ..formats.kdump_image import KdumpImage
-from .memory import KernelMemory, MemoryImage, TranslationError
+from ..source import elf
 from ..source.vmcore import Vmcore
 from ..source.vmcoreinfo import VmcoreInfo
+from .memory import KernelMemory, MemoryImage, TranslationError
 
 ReadFn = Callable[[int, int], bytes]  # (kernel virtual address, length) -> bytes
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import struct
 
-from .memory import KernelMemory, TranslationError
 from ..source.vmcore import MappedBytes, PhysicalMemory
 from ..source.vmcoreinfo import VmcoreInfo
+from .memory import KernelMemory, TranslationError
 
 # section_mem_map flag bits: SECTION_MARKED_PRESENT, SECTION_HAS_MEM_MAP, SECTION_IS_ONLINE,
 # SECTION_IS_EARLY, SECTION_TAINT_ZONE_DEVICE (5 bits as of Linux 5.12; makedumpfile masks the same).

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Union
 
 from .. import fastcopy
-from .compression import DEFAULT_LEVEL, LEVEL_RANGES, METHODS, PAGE_FLAGS
 from ..source.vmcore import PhysicalMemory, SourceWindow
+from .compression import DEFAULT_LEVEL, LEVEL_RANGES, METHODS, PAGE_FLAGS
 
 if TYPE_CHECKING:  # concurrent.futures is imported only with threads: 5 ms of every start
     from concurrent.futures import Future, ThreadPoolExecutor

@@ -13,11 +13,16 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .. import fastcopy
-from .dump_level import DL_ZERO, MAX_DUMP_LEVEL, STRUCT_PAGE_LEVELS
 from ..kernel.memory import KernelMemory, TranslationError
 from ..kernel.mm import MemMapError, SectionMemMap
-from ..kernel.page_encoding import CLASS_NAMES, COUNT_BAD_ORDER, NUM_COUNTS, PageEncoding
+from ..kernel.page_encoding import (
+    CLASS_NAMES,
+    COUNT_BAD_ORDER,
+    NUM_COUNTS,
+    PageEncoding,
+)
 from ..source.vmcore import PhysicalMemory, Vmcore
+from .dump_level import DL_ZERO, MAX_DUMP_LEVEL, STRUCT_PAGE_LEVELS
 
 __all__ = ["DL_ZERO", "MAX_DUMP_LEVEL", "PageClassifier", "PageCounts"]
 

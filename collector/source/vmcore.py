@@ -10,9 +10,9 @@ import resource
 from dataclasses import dataclass
 from typing import Iterator
 
-from . import elf
 from .. import fastcopy
 from ..errors import InputError
+from . import elf
 from .vmcoreinfo import VmcoreInfo
 
 # Size of one mmap window over the vmcore (makedumpfile maps 4 MiB at a time). Reading

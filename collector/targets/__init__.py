@@ -74,7 +74,9 @@ def open_target(dest: str, ssh: SshOptions, warn: Callable[[str], None],
     """The target for DEST: ``ssh://user@host[:port]/path``, ``nfs://server[:port]/export/path``
     or a local directory."""
     if dest.startswith("ssh://"):
-        from .ssh import open_ssh_target  # imports paramiko (30 MB, 0.15 s): only for SSH dumps
+        from .ssh import (
+            open_ssh_target,  # imports paramiko (30 MB, 0.15 s): only for SSH dumps
+        )
 
         return open_ssh_target(dest, ssh, warn)
     if dest.startswith("nfs://"):

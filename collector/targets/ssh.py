@@ -30,8 +30,22 @@ from typing import Any, Callable, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import paramiko
-from paramiko.sftp import (CMD_CLOSE, CMD_EXTENDED, CMD_HANDLE, CMD_INIT, CMD_OPEN, CMD_STATUS, CMD_VERSION, CMD_WRITE,
-                           SFTP_FLAG_CREATE, SFTP_FLAG_READ, SFTP_FLAG_TRUNC, SFTP_FLAG_WRITE, SFTP_OK, int64)
+from paramiko.sftp import (
+    CMD_CLOSE,
+    CMD_EXTENDED,
+    CMD_HANDLE,
+    CMD_INIT,
+    CMD_OPEN,
+    CMD_STATUS,
+    CMD_VERSION,
+    CMD_WRITE,
+    SFTP_FLAG_CREATE,
+    SFTP_FLAG_READ,
+    SFTP_FLAG_TRUNC,
+    SFTP_FLAG_WRITE,
+    SFTP_OK,
+    int64,
+)
 from paramiko.sftp_attr import SFTPAttributes
 
 from ..errors import CollectorError, TargetUnreachable
