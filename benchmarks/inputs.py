@@ -3,7 +3,7 @@
 Synthetic vmcores carry no VMCOREINFO note: Debian's makedumpfile 1.7.2 refuses a vmcore whose
 VMCOREINFO lacks kernel symbols ("check_release: Can't get the symbol of system_utsname") and
 runs without kernel data only when there is no VMCOREINFO at all and the dump level is 0 or 1.
-vmcore-save treats them exactly as it treats tests/vmcore_factory's minimal VMCOREINFO (no
+vmcore-save treats them exactly as it treats tests/support/vmcore_factory's minimal VMCOREINFO (no
 SECTION_SIZE_BITS, so no struct pages): -d 31 excludes zero pages only.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from collector.source import elf
 from collector.source.vmcore import Vmcore
-from tests.vmcore_factory import PAGE_SIZE, build_notes
+from tests.support.vmcore_factory import PAGE_SIZE, build_notes
 
 GIB = 1 << 30
 CACHE_DIR = Path(__file__).resolve().parent / ".cache"

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from collector.targets import SshOptions, open_target
-from tests.sshd import start_sshd
+from tests.support.sshd import start_sshd
 
 PIECE = 1 << 20
 DEFAULT_CIPHER = "aes128-gcm@openssh.com"

@@ -13,7 +13,12 @@ from collector.source import elf
 from collector.source.vmcore import Vmcore
 from collector.source.vmcoreinfo import VmcoreInfo
 from tests.conftest import run_save
-from tests.vmcore_factory import PAGE_SIZE, SegmentSpec, build_vmcore, vmcoreinfo_text
+from tests.support.vmcore_factory import (
+    PAGE_SIZE,
+    SegmentSpec,
+    build_vmcore,
+    vmcoreinfo_text,
+)
 
 GOOD = build_vmcore([SegmentSpec(0x100000, os.urandom(2 * PAGE_SIZE))], vmcoreinfo_text())
 EHDR = elf.ELF64_EHDR.parse(GOOD)

@@ -8,7 +8,7 @@ import pytest
 
 from collector.formats.kdump import KdumpFile
 from tests.conftest import REPO, run_save
-from tests.dumpcheck import drgn_program
+from tests.support.dumpcheck import drgn_program
 from tests.testbed import run_in_capture_kernel
 
 pytestmark = pytest.mark.realkernel

@@ -12,8 +12,8 @@ import pytest
 
 from collector.pipeline.pages import SPAN_PAGES
 from tests.conftest import REPO, run_save
-from tests.dumpcheck import check_kdump, dump_files
-from tests.vmcore_factory import (
+from tests.support.dumpcheck import check_kdump, dump_files
+from tests.support.vmcore_factory import (
     OSRELEASE,
     PAGE_SIZE,
     SegmentSpec,

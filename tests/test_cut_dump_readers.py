@@ -23,8 +23,13 @@ from collector.formats.kdump import (
 )
 from collector.formats.kdump_image import KdumpImage, PageNotInDump
 from tests.conftest import run_save, save_in_process
-from tests.strategies import segment_layouts
-from tests.vmcore_factory import PAGE_SIZE, SegmentSpec, build_vmcore, vmcoreinfo_text
+from tests.support.strategies import segment_layouts
+from tests.support.vmcore_factory import (
+    PAGE_SIZE,
+    SegmentSpec,
+    build_vmcore,
+    vmcoreinfo_text,
+)
 
 UNREADABLE_PARTS = KDUMP_PARTS[:4]  # up to the bitmaps: no page can be found without them
 

@@ -15,9 +15,9 @@ from collector.progress import LineProgress
 from collector.scan.classify import PageClassifier
 from collector.source.vmcore import Vmcore
 from collector.targets.local import LocalFile
-from tests.dumpcheck import drgn_page, drgn_program
-from tests.strategies import segment_layouts
-from tests.vmcore_factory import (
+from tests.support.dumpcheck import drgn_page, drgn_program
+from tests.support.strategies import segment_layouts
+from tests.support.vmcore_factory import (
     PAGE_SIZE,
     build_vmcore,
     expected_memory,

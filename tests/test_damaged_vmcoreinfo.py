@@ -14,8 +14,8 @@ from collector.source import elf
 from collector.source.vmcore import ORIGINAL_VMCOREINFO_NOTE_NAME, Vmcore
 from collector.source.vmcoreinfo import VmcoreInfo
 from tests.conftest import run_save
-from tests.dumpcheck import drgn_program
-from tests.vmcore_factory import (
+from tests.support.dumpcheck import drgn_program
+from tests.support.vmcore_factory import (
     OSRELEASE,
     PAGE_SIZE,
     SegmentSpec,

@@ -26,8 +26,8 @@ from collector.kernel.dmesg import (
 )
 from collector.source.vmcoreinfo import VmcoreInfo
 from tests.conftest import run_save
-from tests.dumpcheck import dump_files
-from tests.printk_factory import (
+from tests.support.dumpcheck import dump_files
+from tests.support.printk_factory import (
     COMMITTED,
     FAILED_LPOS,
     FINALIZED,
@@ -39,8 +39,8 @@ from tests.printk_factory import (
     PrintkRing,
     StructuredLogBuf,
 )
-from tests.sshd import SSHD, start_sshd
-from tests.vmcore_factory import SegmentSpec, build_vmcore, vmcoreinfo_text
+from tests.support.sshd import SSHD, start_sshd
+from tests.support.vmcore_factory import SegmentSpec, build_vmcore, vmcoreinfo_text
 
 # ---------------------------------------------------------------- output format
 

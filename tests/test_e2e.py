@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from collector.formats.kdump import KdumpFile
-from tests.dumpcheck import drgn_program
-from tests.nfs_server import nfs_server
-from tests.sshd import keygen, start_sshd
+from tests.support.dumpcheck import drgn_program
+from tests.support.nfs_server import nfs_server
+from tests.support.sshd import keygen, start_sshd
 from tests.testbed import assets
 from tests.testbed.autocapture import (
     HOST_SEEN_FROM_GUEST,

@@ -9,8 +9,8 @@ import pytest
 
 from collector.formats.kdump import KdumpFile
 from tests.conftest import run_save
-from tests.dumpcheck import drgn_page, drgn_program, dump_files
-from tests.vmcore_factory import (
+from tests.support.dumpcheck import drgn_page, drgn_program, dump_files
+from tests.support.vmcore_factory import (
     PAGE_SIZE,
     SegmentSpec,
     build_vmcore,

@@ -33,8 +33,8 @@ from collector.targets import nfs
 from collector.targets.local import Retention
 from collector.targets.nfs import MOUNT_TIMEOUT, STALL_TIMEOUT, NfsUrl, rpc_replies_in
 from tests.conftest import REPO, run_save
-from tests.dumpcheck import drgn_program, dump_files
-from tests.nfs_server import NfsServer, nfs_server, silent_listener
+from tests.support.dumpcheck import drgn_program, dump_files
+from tests.support.nfs_server import NfsServer, nfs_server, silent_listener
 from tests.testbed import CaptureRun, run_in_capture_kernel
 
 CLOSED_PORT, SILENT_PORT = 2050, 2051

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from tests.conftest import run_save
-from tests.vmcore_factory import (
+from tests.support.vmcore_factory import (
     OSRELEASE,
     PAGE_SIZE,
     SegmentSpec,

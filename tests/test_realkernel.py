@@ -15,7 +15,7 @@ from collector.kernel.mm import SectionMemMap
 from collector.kernel.page_encoding import PageEncoding
 from collector.source.vmcore import Vmcore
 from tests.conftest import run_save
-from tests.dumpcheck import drgn_page, drgn_program
+from tests.support.dumpcheck import drgn_page, drgn_program
 
 pytestmark = pytest.mark.realkernel
 LEVELS = [1, 2, 4, 8, 16, 31]

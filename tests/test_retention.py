@@ -14,7 +14,12 @@ import collector.targets.local
 from collector.cli import parse_size
 from collector.targets.local import MARKER_NAME
 from tests.conftest import run_save, save_in_process
-from tests.vmcore_factory import PAGE_SIZE, SegmentSpec, build_vmcore, vmcoreinfo_text
+from tests.support.vmcore_factory import (
+    PAGE_SIZE,
+    SegmentSpec,
+    build_vmcore,
+    vmcoreinfo_text,
+)
 
 OURS = ["web1-2026-01-01-00:00:00", "web1-2026-02-01-00:00:00", "web1-2026-02-01-00:00:00-1",
         "web1-2026-03-01-00:00:00"]

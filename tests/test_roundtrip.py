@@ -9,9 +9,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from collector.formats import flat
-from tests.dumpcheck import check_elf, check_kdump
-from tests.strategies import segment_layouts
-from tests.vmcore_factory import (
+from tests.support.dumpcheck import check_elf, check_kdump
+from tests.support.strategies import segment_layouts
+from tests.support.vmcore_factory import (
     PAGE_SIZE,
     SegmentSpec,
     build_vmcore,

@@ -16,8 +16,8 @@ from collector.formats.kdump import KdumpFile
 from collector.pipeline.compression import LEVEL_RANGES
 from collector.savejob import SaveOptions
 from tests.conftest import REPO, run_save, save_in_process
-from tests.dumpcheck import dump_files
-from tests.vmcore_factory import (
+from tests.support.dumpcheck import dump_files
+from tests.support.vmcore_factory import (
     OSRELEASE,
     PAGE_SIZE,
     SegmentSpec,

@@ -16,9 +16,9 @@ import pytest
 
 from collector.formats.kdump import KdumpFile
 from tests.conftest import REPO, run_save
-from tests.dumpcheck import check_kdump, drgn_page, drgn_program
-from tests.sshd import SSHD, Sshd, free_port, keygen, start_sshd
-from tests.vmcore_factory import (
+from tests.support.dumpcheck import check_kdump, drgn_page, drgn_program
+from tests.support.sshd import SSHD, Sshd, free_port, keygen, start_sshd
+from tests.support.vmcore_factory import (
     PAGE_SIZE,
     SegmentSpec,
     build_vmcore,

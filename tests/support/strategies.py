@@ -6,7 +6,7 @@ import random
 
 from hypothesis import strategies as st
 
-from tests.vmcore_factory import PAGE_SIZE, SegmentSpec
+from tests.support.vmcore_factory import PAGE_SIZE, SegmentSpec
 
 KERNEL_TEXT = 0xFFFFFFFF81000000
 

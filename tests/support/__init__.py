@@ -1,0 +1,1 @@
+"""Test support: synthetic vmcores and printk rings, dump checkers, throwaway sshd and NFS servers."""
