@@ -48,8 +48,8 @@ from paramiko.sftp import (
 )
 from paramiko.sftp_attr import SFTPAttributes
 
-from ..errors import CollectorError, TargetUnreachable
-from . import SshOptions
+from ...errors import CollectorError, TargetUnreachable
+from .. import SshOptions
 
 DEFAULT_PORT = 22
 CONNECT_TIMEOUT = 10.0      # TCP connect, SSH banner, key exchange, authentication: each
