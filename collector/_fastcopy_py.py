@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 from .kernel.page_encoding import (
     CLASS_CACHE,

@@ -20,8 +20,8 @@ import re
 import stat
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from . import console, fastcopy
 from .errors import CollectorError, TargetUnreachable

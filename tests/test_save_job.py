@@ -10,7 +10,6 @@ import sys
 
 import pytest
 
-from collector import savejob
 from collector.errors import CollectorError
 from collector.formats.kdump import KdumpFile
 from collector.pipeline.compression import LEVEL_RANGES

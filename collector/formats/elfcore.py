@@ -14,7 +14,7 @@ headers can be sized: the ELF format costs one more pass over memory than the kd
 from __future__ import annotations
 
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from .. import fastcopy
 from ..progress import Progress

@@ -7,7 +7,8 @@ file); later records for the same bytes win; offset = size = -1 ends the stream.
 
 from __future__ import annotations
 
-from typing import BinaryIO, Callable
+from collections.abc import Callable
+from typing import BinaryIO
 
 from ..errors import InputError
 from ..source.structs import Record

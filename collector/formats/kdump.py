@@ -17,9 +17,10 @@ import errno
 import os
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 from .. import fastcopy
 from ..errors import InputError
@@ -71,8 +72,9 @@ class KdumpLayout:
     bitmap_blocks: int          # both bitmaps together
 
     @classmethod
-    def compute(cls, block_size: int, max_mapnr: int, notes_size: int) -> "KdumpLayout":
-        one_bitmap = -(-(-(-max_mapnr // 8)) // block_size)
+    def compute(cls, block_size: int, max_mapnr: int, notes_size: int) -> KdumpLayout:
+        bitmap_bytes = -(-max_mapnr // 8)
+        one_bitmap = -(-bitmap_bytes // block_size)
         sub_hdr = -(-(KDUMP_SUB_HEADER.size + notes_size) // block_size)
         return cls(block_size, max_mapnr, sub_hdr, 2 * one_bitmap)
 
@@ -359,7 +361,7 @@ class KdumpFile:
         return data_end
 
     @classmethod
-    def open(cls, path: str) -> "KdumpFile":
+    def open(cls, path: str) -> KdumpFile:
         """A kdump file on disk; close() releases it."""
         try:
             # A file object, not a bare fd: a dump dropped without close() still releases it.

@@ -89,7 +89,7 @@ class KdumpImage:
     def close(self) -> None:
         self.dump.close()
 
-    def __enter__(self) -> "KdumpImage":
+    def __enter__(self) -> KdumpImage:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import enum
 import struct
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Union
 
 from ..errors import InputError
 from ..formats.kdump import SIGNATURE as KDUMP_SIGNATURE
@@ -83,7 +83,7 @@ class Gap:
     records: int | None
 
 
-LogEntry = Union[LogRecord, Gap]
+LogEntry = LogRecord | Gap
 
 
 def kernel_log(image: MemoryImage) -> str:

@@ -48,7 +48,7 @@ class PageEncoding:
         return array("q", [values[name] for name in PARAMS])
 
     @classmethod
-    def from_vmcoreinfo(cls, info: VmcoreInfo) -> "PageEncoding":
+    def from_vmcoreinfo(cls, info: VmcoreInfo) -> PageEncoding:
         size, offsets, numbers = info.sizes, info.offsets, info.numbers
         p = {name: ABSENT for name in PARAMS}
         disabled: dict[int, str] = {}

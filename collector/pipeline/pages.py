@@ -13,8 +13,9 @@ from __future__ import annotations
 import functools
 from array import array
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Union
+from typing import TYPE_CHECKING, Union
 
 from .. import fastcopy
 from ..source.vmcore import PhysicalMemory, SourceWindow
@@ -46,12 +47,12 @@ class PageCompressor:
             if not low <= self.level <= high:
                 raise ValueError(f"{method} level {self.level} is not in {low}..{high}")
         self.threads = max(1, threads)
-        self._pool: "ThreadPoolExecutor | None" = None
+        self._pool: ThreadPoolExecutor | None = None
 
     def encoder(self, page_size: int) -> fastcopy.PageEncoder:
         return fastcopy.PageEncoder(self.page_flag, self.level, page_size)
 
-    def pool(self) -> "ThreadPoolExecutor | None":
+    def pool(self) -> ThreadPoolExecutor | None:
         """The worker threads, None with one thread (spans are then encoded in the caller's)."""
         if self._pool is None and self.threads > 1:
             from concurrent.futures import ThreadPoolExecutor

@@ -9,8 +9,8 @@ is kept, with one warning naming the reason.
 from __future__ import annotations
 
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .. import fastcopy
 from ..kernel.memory import KernelMemory, TranslationError

@@ -7,8 +7,8 @@ import mmap
 import os
 import re
 import resource
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from .. import fastcopy
 from ..errors import InputError
@@ -81,7 +81,7 @@ class VmcoreFile:
             raise InputError(f"{self.path}: short read at offset {offset} ({len(data)} of {length} bytes)")
         return data
 
-    def map(self, offset: int, length: int) -> "MappedBytes":
+    def map(self, offset: int, length: int) -> MappedBytes:
         """File bytes [offset, offset+length) mapped read-only (read with pread where the file
         refuses mmap, e.g. a pipe); close() the result when done."""
         start = offset - offset % mmap.ALLOCATIONGRANULARITY
@@ -243,7 +243,7 @@ class Vmcore:
     def close(self) -> None:
         self.file.close()
 
-    def __enter__(self) -> "Vmcore":
+    def __enter__(self) -> Vmcore:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -52,7 +52,7 @@ class VmcoreInfo:
     bad_keys: set[str] = field(default_factory=set)  # keys whose value does not parse
 
     @classmethod
-    def parse(cls, data: bytes) -> "VmcoreInfo":
+    def parse(cls, data: bytes) -> VmcoreInfo:
         text = data.split(b"\0", 1)[0].decode("utf-8", "replace")
         info = cls(text)
         tables = {"SYMBOL": info.symbols, "SIZE": info.sizes, "OFFSET": info.offsets,

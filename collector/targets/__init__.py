@@ -8,8 +8,9 @@ report free space.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 from ..errors import CollectorError
 from ..sink import Sink

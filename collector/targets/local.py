@@ -22,8 +22,8 @@ import os
 import re
 import shutil
 import stat
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from ..errors import CollectorError
 

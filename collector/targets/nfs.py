@@ -55,8 +55,9 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
 from ..errors import CollectorError, TargetUnreachable
