@@ -83,7 +83,8 @@ def _makedumpfile(path: str, zstd: bool, flag: str, dump_level: int, compression
     extra = ("--num-threads", str(threads)) if threads > 1 else ()
     unavailable = None
     if compression == "zstd" and not zstd:
-        unavailable = f"{path} has no zstd (`makedumpfile -v`: zstd disabled); name one built with zstd in ${MAKEDUMPFILE_ENV}"
+        unavailable = (f"{path} has no zstd (`makedumpfile -v`: zstd disabled); "
+                       f"name one built with zstd in ${MAKEDUMPFILE_ENV}")
     return Contender(makedumpfile_name(flag, dump_level, threads), "makedumpfile",
                      (path, flag, *extra, "-d", str(dump_level), "{vmcore}", "{out}"), dump_level, threads,
                      compression, in_quick=in_quick, unavailable=unavailable)

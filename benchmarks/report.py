@@ -125,7 +125,8 @@ def write_report(out_dir: Path, context: Context, results: Results) -> Path:
                   "acknowledgements, as the kdump writer does.", "",
                   "| sender | MB/s | of ssh cat |", "|---|---:|---:|",
                   f"| ssh host 'cat > FILE' (OpenSSH client) | {ssh.ssh_cat_mb_s:.1f} | 100% |"]
-        lines += [f"| {name} | {rate:.1f} | {100 * rate / ssh.ssh_cat_mb_s:.0f}% |" for name, rate in ssh.target_rates()]
+        lines += [f"| {name} | {rate:.1f} | {100 * rate / ssh.ssh_cat_mb_s:.0f}% |"
+                  for name, rate in ssh.target_rates()]
     if results.capture:
         capture = results.capture
         memory = capture.memory_mib
@@ -219,7 +220,8 @@ def _goal2(v: Verdicts, r: Results) -> None:
                 cause = _where(t2, None)
                 if t1 and p1:  # the pages phase halved, everything else as measured with 2 threads
                     ideal = t2.median_seconds - (p2 or 0.0) + p1 / 2
-                    cause += f"; with the 1-thread pages phase halved: {ideal:.2f} s ({ideal / mdf.median_seconds:.2f}x)"
+                    cause += (f"; with the 1-thread pages phase halved: {ideal:.2f} s "
+                              f"({ideal / mdf.median_seconds:.2f}x)")
                 v.add(f"2. {i.name} -d {level}, 2 threads end to end <= {limit}x makedumpfile -z single thread",
                       ratio <= limit, f"{t2.median_seconds:.2f} vs {mdf.median_seconds:.2f} s ({ratio:.2f}x)", cause)
 
@@ -335,7 +337,8 @@ def _fast_mode(r: Results) -> list[str]:
     best, _ = best_fast_level(r)
     lines = ["## Fast mode: zstd negative levels against makedumpfile -l, -d 31", "",
              f"Sweep at {SWEEP_THREADS} threads, one run a level (differences of a few percent are noise); --fast "
-             "rows median of the timed runs. Size and time relative to makedumpfile -l on the same input." + (f" Level to use: {best}." if best is not None else ""),
+             "rows median of the timed runs. Size and time relative to makedumpfile -l on the same input."
+             + (f" Level to use: {best}." if best is not None else ""),
              "", "| input | contender | wall s | pages phase s | output MiB | time / -l | size / -l |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for i in r.real:
@@ -346,7 +349,8 @@ def _fast_mode(r: Results) -> list[str]:
         for name in names:
             if m := r.find(i, name):
                 pages = m.median_phase("pages")
-                lines.append(f"| {i.name} | {name} | {m.median_seconds:.2f} | {'' if pages is None else f'{pages:.2f}'} "
+                pages_text = "" if pages is None else f"{pages:.2f}"
+                lines.append(f"| {i.name} | {name} | {m.median_seconds:.2f} | {pages_text} "
                              f"| {m.output_bytes / MIB:.1f} | {_ratio(m, lzo)} | "
                              f"{f'{m.output_bytes / lzo.output_bytes:.3f}' if lzo else ''} |")
     return lines
@@ -365,7 +369,8 @@ def _scaling(r: Results) -> list[str]:
         if m := r.find(largest, vmcore_save_name(31, n)):
             pages, base_pages = m.median_phase("pages"), base.median_phase("pages") if base else None
             speedup = f"{base_pages / pages:.2f}x" if pages and base_pages else ""
-            lines.append(f"| {n} | {m.median_seconds:.2f} | {pages or 0:.2f} | {speedup} | {m.max_rss_bytes / MIB:.1f} |")
+            lines.append(f"| {n} | {m.median_seconds:.2f} | {pages or 0:.2f} | {speedup} "
+                         f"| {m.max_rss_bytes / MIB:.1f} |")
     return lines
 
 
@@ -427,8 +432,10 @@ def write_plot(path: Path, context: Context, r: Results) -> bool:
     matplotlib.use("Agg")  # no display on a build machine
     import matplotlib.pyplot as plt
 
-    series = [("zstd 1, 1 thread / makedumpfile -z", lambda lv: (vmcore_save_name(lv, 1), makedumpfile_name("-z", lv))),
-              ("zstd 1, 2 threads / makedumpfile -z", lambda lv: (vmcore_save_name(lv, 2), makedumpfile_name("-z", lv))),
+    series = [("zstd 1, 1 thread / makedumpfile -z",
+               lambda lv: (vmcore_save_name(lv, 1), makedumpfile_name("-z", lv))),
+              ("zstd 1, 2 threads / makedumpfile -z",
+               lambda lv: (vmcore_save_name(lv, 2), makedumpfile_name("-z", lv))),
               (f"--fast ({SWEEP_THREADS} threads) / makedumpfile -l",
                lambda lv: (vmcore_save_name(lv, SWEEP_THREADS, fast=True), makedumpfile_name("-l", lv)))]
     groups = [(f"{i.name}\n-d {lv}", i, lv) for i in r.real for lv in LEVELS]

@@ -235,8 +235,9 @@ def _machine() -> list[str]:
 def _versions(makedumpfile: str | None, why: str, version: str) -> list[str]:
     from importlib.metadata import version as package_version
 
-    lines = [f"- vmcore-save {package_version('vmcore-collector')} ({'compiled' if fastcopy.COMPILED else 'pure-Python'} "
-             f"scanner), Python {platform.python_version()}"]
+    scanner = "compiled" if fastcopy.COMPILED else "pure-Python"
+    lines = [f"- vmcore-save {package_version('vmcore-collector')} ({scanner} scanner), "
+             f"Python {platform.python_version()}"]
     if makedumpfile:
         lines.append(f"- makedumpfile raced: {makedumpfile}, {why}: "
                      f"{' / '.join(line.strip() for line in version.splitlines() if line.strip())}")

@@ -182,7 +182,8 @@ def struct_page_arrays(draw):
 @given(case=struct_page_arrays())
 def test_compiled_and_twin_agree(case):
     params, pages, level, first_pfn = case
-    assert classify(compiled, pages, params, level, first_pfn) == classify(_fastcopy_py, pages, params, level, first_pfn)
+    assert (classify(compiled, pages, params, level, first_pfn)
+            == classify(_fastcopy_py, pages, params, level, first_pfn))
 
 
 def test_missing_keys_switch_filters_off_with_a_reason():

@@ -42,8 +42,8 @@ class FailingFile(LocalFile):
 
 
 @settings(max_examples=30)
-@given(segments=segment_layouts(), budget=st.one_of(st.integers(0, 16_000), st.integers(16_000, 120_000)), error=st.sampled_from([errno.ENOSPC, errno.EIO]),
-       compress=st.sampled_from(["zstd", "none"]))
+@given(segments=segment_layouts(), budget=st.one_of(st.integers(0, 16_000), st.integers(16_000, 120_000)),
+       error=st.sampled_from([errno.ENOSPC, errno.EIO]), compress=st.sampled_from(["zstd", "none"]))
 def test_dump_cut_anywhere_stays_readable(tmp_path_factory, segments, budget, error, compress):
     tmp = tmp_path_factory.mktemp("cut")
     (tmp / "vmcore").write_bytes(build_vmcore(segments, vmcoreinfo_text()))

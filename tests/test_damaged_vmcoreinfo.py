@@ -28,7 +28,8 @@ UTS_VADDR, UTS_PADDR, UTS_NAME_OFFSET = 0xFFFFFFFF81200000, 0x1200000, 4
 UTS_INFO = f"SYMBOL(init_uts_ns)={UTS_VADDR:x}\nOFFSET(uts_namespace.name)={UTS_NAME_OFFSET}\n"
 # (what is damaged, bytes of the vmcore's VMCOREINFO note -> damaged bytes of the same length)
 MUTATIONS = {
-    "garbled_lines": lambda b: b.replace(b"OSRELEASE=", b"OS\x01ELEASE=").replace(b"SYMBOL(swapper", b"SYMBOL(sw\xffpper"),
+    "garbled_lines": lambda b: b.replace(b"OSRELEASE=", b"OS\x01ELEASE=")
+                                .replace(b"SYMBOL(swapper", b"SYMBOL(sw\xffpper"),
     "page_size_3333": lambda b: b.replace(b"PAGESIZE=4096", b"PAGESIZE=3333"),
     "phys_base_not_a_number": lambda b: _replace_value(b, b"NUMBER(phys_base)=", b"z"),
     "note_renamed": lambda b: b.replace(elf.VMCOREINFO_NOTE_NAME + b"\0", b"VMCOREINFX\0", 1),

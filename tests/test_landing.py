@@ -144,8 +144,8 @@ def test_status_says_where_a_path_target_lands(tmp_path: Path, monkeypatch: pyte
                                                capsys: pytest.CaptureFixture[str]) -> None:
     image = image_with_config(tmp_path, "target = disk /dev/null ext4 /var/crash\n")
     status, out = run_status(tmp_path, "target = path /var/crash\n", image, monkeypatch, capsys)
-    assert "ok   target path /var/crash: the capture kernel saves to /var/crash on /dev/null (ext4), which it mounts: " \
-           "reachable" in out
+    assert ("ok   target path /var/crash: the capture kernel saves to /var/crash on /dev/null (ext4), "
+            "which it mounts: reachable") in out
     assert status == 0
 
 

@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--dracut", metavar="PATH", help="dracut to run (default: dracut on PATH)")
     arm = commands.add_parser("arm", help="load the capture kernel and initramfs (kexec -p)")
     arm.add_argument("--kernel", metavar="VMLINUZ", help="capture kernel (default /boot/vmlinuz-$(uname -r))")
-    arm.add_argument("--initrd", metavar="IMG", help=f"capture initramfs (default {DEFAULT_IMAGE_DIR}/initrd-$(uname -r).img, "
+    arm.add_argument("--initrd", metavar="IMG",
+                     help=f"capture initramfs (default {DEFAULT_IMAGE_DIR}/initrd-$(uname -r).img, "
                      "built first when missing or older than the configuration)")
     arm.add_argument("--append", default="", metavar="ARGS", help="extra capture-kernel arguments")
     arm.add_argument("--kexec-load", action="store_true",
@@ -469,8 +470,9 @@ def lands_on(target: configuration.Target) -> str:
 def image_config(image: Path) -> configuration.Config:
     """The configuration a capture initramfs carries: what the capture kernel will do."""
     name = f"{image}:/etc/vmcore-collector.conf"
-    unpacked = subprocess.run(["sh", "-c", f"zstd -dc '{image}' | cpio -i --quiet --to-stdout etc/vmcore-collector.conf"],
-                              check=False, capture_output=True, text=True)
+    unpacked = subprocess.run(
+        ["sh", "-c", f"zstd -dc '{image}' | cpio -i --quiet --to-stdout etc/vmcore-collector.conf"],
+        check=False, capture_output=True, text=True)
     if unpacked.returncode != 0 or not unpacked.stdout:
         raise CollectorError(f"{name}: cannot be read ({unpacked.stderr.strip() or 'not in the image'}): "
                              f"rebuild the image ({PROGRAM} build-initramfs)")

@@ -110,7 +110,8 @@ def landing_disk(target: configuration.Target, mounts: Sequence[Mount],
     refused with one line saying what to configure instead."""
     path = os.path.realpath(target.directory)
     mount = mount_holding(path, mounts)
-    where = f"target path {target.directory}: {path} is on {mount.fstype} {mount.source} (mounted at {mount.mount_point})"
+    where = (f"target path {target.directory}: {path} is on {mount.fstype} {mount.source} "
+             f"(mounted at {mount.mount_point})")
     if mount.fstype in RAM_FILESYSTEMS:
         raise CollectorError(f"{where}, in RAM: a dump there is lost at the reboot; "
                              "configure 'target = disk DEVICE FSTYPE DIRECTORY' (or 'target = ram' to mean RAM)")
