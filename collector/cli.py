@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from . import console
 from .capture.paths import CONFIG_PATH
@@ -34,7 +35,7 @@ REARRANGE = "vmcore-rearrange"
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, like every other bad input
         raise CollectorError(f"{message} (see --help)")
 
 

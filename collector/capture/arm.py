@@ -28,6 +28,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from .. import console
 from ..errors import CollectorError
@@ -83,7 +84,7 @@ EXCLUDED_MODULES = ("tkinter", "test", "idlelib", "lib2to3", "ensurepip", "distu
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
+    def error(self, message: str) -> NoReturn:
         raise CollectorError(f"{message} (see --help)")
 
 

@@ -19,7 +19,7 @@ class Record:
         self.name = name
         self._struct = struct.Struct(byteorder + "".join(fmt for _, fmt in fields))
         self.fields = tuple(field for field, fmt in fields if not fmt.endswith("x"))
-        self.type = namedtuple(name, self.fields)  # type: ignore[misc]
+        self.type: Any = namedtuple(name, self.fields)  # type: ignore[misc]
         self.size = self._struct.size
 
     def parse(self, buf: Any, offset: int = 0) -> Any:

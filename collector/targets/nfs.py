@@ -364,7 +364,7 @@ def _mount(url: NfsUrl, mount_point: str) -> None:
 def _resolve(url: NfsUrl) -> str:
     """The server's IP address: the kernel's own option parser takes no host names."""
     try:
-        return socket.getaddrinfo(url.host, None, type=socket.SOCK_STREAM)[0][4][0]
+        return str(socket.getaddrinfo(url.host, None, type=socket.SOCK_STREAM)[0][4][0])
     except socket.gaierror as e:
         raise TargetUnreachable(f"{url}: cannot resolve {url.host}: {e.strerror}") from None
 
