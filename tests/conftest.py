@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from tests.support.vmcore_factory import PAGE_SIZE, SegmentSpec, build_vmcore, vmcoreinfo_text
+
 REPO = Path(__file__).resolve().parent.parent
 
 settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -47,6 +49,30 @@ def small_tmpfs(tmp_path):
 @pytest.fixture(scope="session")
 def save():
     return save_in_process
+
+
+def synthetic_memory(random_pages: int = 16, zero_pages: int = 0, low_memory: bool = False) -> list[SegmentSpec]:
+    """At 1 MiB random pages, then zero pages (as zero pages of real memory, which dump level 1
+    excludes), and below 640 KiB the BIOS's low memory if asked."""
+    segments = [SegmentSpec(0x1000, os.urandom(0x9EC00))] if low_memory else []
+    segments.append(SegmentSpec(0x100000, os.urandom(random_pages * PAGE_SIZE) + bytes(zero_pages * PAGE_SIZE)))
+    return segments
+
+
+@pytest.fixture
+def vmcore_segments(request: pytest.FixtureRequest) -> list[SegmentSpec]:
+    """The memory of the ``vmcore`` fixture: ``synthetic_memory()``, which a module or a test
+    shapes with ``@pytest.mark.vmcore(random_pages=, zero_pages=, low_memory=)``."""
+    marker = request.node.get_closest_marker("vmcore")
+    return synthetic_memory(**(marker.kwargs if marker else {}))
+
+
+@pytest.fixture
+def vmcore(tmp_path: Path, vmcore_segments: list[SegmentSpec]) -> Path:
+    """tmp_path/vmcore: a synthetic vmcore of ``vmcore_segments`` with a minimal VMCOREINFO."""
+    path = tmp_path / "vmcore"
+    path.write_bytes(build_vmcore(vmcore_segments, vmcoreinfo_text()))
+    return path
 
 
 from tests.testbed.fixtures import pytest_configure, real_vmcore  # noqa: E402,F401

@@ -22,42 +22,33 @@ from tests.support.vmcore_factory import (
     vmcoreinfo_text,
 )
 
-
-@pytest.fixture
-def vmcore(tmp_path):
-    segments = [SegmentSpec(0x1000, os.urandom(0x9EC00)), SegmentSpec(0x100000, os.urandom(8 * PAGE_SIZE) + bytes(4 * PAGE_SIZE))]
-    path = tmp_path / "vmcore"
-    path.write_bytes(build_vmcore(segments, vmcoreinfo_text()))
-    return path, segments
+pytestmark = pytest.mark.vmcore(low_memory=True, random_pages=8, zero_pages=4)
 
 
-def test_dest_gets_a_dated_directory_with_a_private_vmcore(tmp_path, vmcore):
-    path, segments = vmcore
+def test_dest_gets_a_dated_directory_with_a_private_vmcore(tmp_path, vmcore, vmcore_segments):
     dest = tmp_path / "crash"
-    proc = run_save(str(path), str(dest))
+    proc = run_save(str(vmcore), str(dest))
     assert proc.returncode == 0, proc.stderr
     (dump_dir,) = dest.iterdir()
     assert re.fullmatch(r".+-\d{4}-\d\d-\d\d-\d\d:\d\d:\d\d", dump_dir.name)
     assert stat.S_IMODE(dump_dir.stat().st_mode) == 0o700
     assert dump_files(dump_dir) == ["vmcore"]  # no vmcore-incomplete left
     assert stat.S_IMODE((dump_dir / "vmcore").stat().st_mode) == 0o600
-    check_kdump(str(dump_dir / "vmcore"), expected_memory(segments), PAGE_SIZE)
+    check_kdump(str(dump_dir / "vmcore"), expected_memory(vmcore_segments), PAGE_SIZE)
     # A second dump of the same minute never overwrites the first.
-    assert run_save(str(path), str(dest)).returncode == 0
+    assert run_save(str(vmcore), str(dest)).returncode == 0
     assert len(list(dest.iterdir())) == 2
 
 
 def test_output_writes_exactly_one_file(tmp_path, vmcore):
-    path, _ = vmcore
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    assert run_save(str(path), "--output", str(out_dir / "dump.kdump")).returncode == 0
+    assert run_save(str(vmcore), "--output", str(out_dir / "dump.kdump")).returncode == 0
     assert [p.name for p in out_dir.iterdir()] == ["dump.kdump"]
 
 
 def test_summary_reports_pages_bytes_and_phases(tmp_path, vmcore):
-    path, _ = vmcore
-    proc = run_save(str(path), "--output", str(tmp_path / "dump"), "-d", "1")
+    proc = run_save(str(vmcore), "--output", str(tmp_path / "dump"), "-d", "1")
     lines = proc.stderr.splitlines()
     assert any(re.search(r"pages: 171 present; excluded 4 zero, .*; 167 written", line) for line in lines), lines
     assert any(line.startswith("vmcore-save: time: bitmaps ") for line in lines)
@@ -80,16 +71,16 @@ def test_progress_lines_are_whole_lines_with_percent_rate_eta():
     progress.finish()
     lines = out.getvalue().splitlines()
     assert 2 <= len(lines) <= 11
-    assert all(re.fullmatch(r"vmcore-save: pages +\d+\.\d% +\d+\.\d MB/s  (ETA|done in) \d+:\d\d:\d\d", l) for l in lines), lines
+    progress_line = r"vmcore-save: pages +\d+\.\d% +\d+\.\d MB/s  (ETA|done in) \d+:\d\d:\d\d"
+    assert all(re.fullmatch(progress_line, line) for line in lines), lines
     assert "done in" in lines[-1]
 
 
 def test_info_describes_vmcore_and_dump(tmp_path, vmcore):
-    path, _ = vmcore
-    proc = run_save("--info", str(path))
+    proc = run_save("--info", str(vmcore))
     assert proc.returncode == 0
     assert OSRELEASE in proc.stdout and "2 CPU(s)" in proc.stdout and "PT_LOAD" in proc.stdout
-    run_save(str(path), "--output", str(tmp_path / "dump"), "-d", "1", "--compress", "zlib")
+    run_save(str(vmcore), "--output", str(tmp_path / "dump"), "-d", "1", "--compress", "zlib")
     proc = run_save("--info", str(tmp_path / "dump"))
     assert proc.returncode == 0
     assert "kdump-compressed" in proc.stdout and "dump level 1, compression zlib" in proc.stdout
@@ -97,9 +88,8 @@ def test_info_describes_vmcore_and_dump(tmp_path, vmcore):
 
 
 def test_pure_python_twin_writes_the_same_dump(tmp_path, vmcore):
-    path, _ = vmcore
-    run_save(str(path), "--output", str(tmp_path / "a"), "-d", "1", check=True)
-    run_save(str(path), "--output", str(tmp_path / "b"), "-d", "1", check=True,
+    run_save(str(vmcore), "--output", str(tmp_path / "a"), "-d", "1", check=True)
+    run_save(str(vmcore), "--output", str(tmp_path / "b"), "-d", "1", check=True,
              env={"VMCORE_COLLECTOR_PURE_PYTHON": "1"})
     assert (tmp_path / "a").read_bytes() == (tmp_path / "b").read_bytes()
 
@@ -113,10 +103,9 @@ def run_rearrange(*args: str, stdin=None) -> subprocess.CompletedProcess:
 
 
 def test_vmcore_rearrange_command(tmp_path, vmcore):
-    path, _ = vmcore
-    run_save(str(path), "--output", str(tmp_path / "dump"), check=True)
+    run_save(str(vmcore), "--output", str(tmp_path / "dump"), check=True)
     with open(tmp_path / "dump.flat", "wb") as flat_out:
-        subprocess.run([sys.executable, "-m", "collector", str(path), "--output", "-", "--format", "flat", "-q"],
+        subprocess.run([sys.executable, "-m", "collector", str(vmcore), "--output", "-", "--format", "flat", "-q"],
                        stdout=flat_out, check=True, cwd=REPO)
     with open(tmp_path / "dump.flat", "rb") as flat_in:
         proc = run_rearrange("-", str(tmp_path / "rebuilt"), stdin=flat_in)

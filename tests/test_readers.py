@@ -3,29 +3,15 @@ opens our kdump files."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 
 import pytest
 
 from tests.conftest import run_save
-from tests.support.vmcore_factory import (
-    OSRELEASE,
-    PAGE_SIZE,
-    SegmentSpec,
-    build_vmcore,
-    vmcoreinfo_text,
-)
+from tests.support.vmcore_factory import OSRELEASE
 
-
-@pytest.fixture
-def vmcore(tmp_path):
-    segments = [SegmentSpec(0x1000, os.urandom(0x9EC00)),
-                SegmentSpec(0x100000, os.urandom(64 * PAGE_SIZE) + bytes(16 * PAGE_SIZE))]
-    path = tmp_path / "vmcore"
-    path.write_bytes(build_vmcore(segments, vmcoreinfo_text()))
-    return path
+pytestmark = pytest.mark.vmcore(low_memory=True, random_pages=64, zero_pages=16)
 
 
 @pytest.mark.skipif(not shutil.which("makedumpfile"), reason="makedumpfile not installed")

@@ -14,12 +14,6 @@ import collector.targets.local
 from collector.cli import parse_size
 from collector.targets.local import MARKER_NAME
 from tests.conftest import run_save, save_in_process
-from tests.support.vmcore_factory import (
-    PAGE_SIZE,
-    SegmentSpec,
-    build_vmcore,
-    vmcoreinfo_text,
-)
 
 OURS = ["web1-2026-01-01-00:00:00", "web1-2026-02-01-00:00:00", "web1-2026-02-01-00:00:00-1",
         "web1-2026-03-01-00:00:00"]
@@ -28,11 +22,7 @@ KDUMP_UTILS = "127.0.0.1-2025-12-01-00:00:00"  # kdump-utils' own name pattern, 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 
 
-@pytest.fixture
-def vmcore(tmp_path):
-    path = tmp_path / "vmcore"
-    path.write_bytes(build_vmcore([SegmentSpec(0x100000, os.urandom(128 * PAGE_SIZE))], vmcoreinfo_text()))
-    return path
+pytestmark = pytest.mark.vmcore(random_pages=128)  # 512 KiB
 
 
 def make_old_dumps(dest, size=3):

@@ -27,13 +27,6 @@ from tests.support.vmcore_factory import (
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 
 
-@pytest.fixture
-def vmcore(tmp_path):
-    path = tmp_path / "vmcore"
-    path.write_bytes(build_vmcore([SegmentSpec(0x100000, os.urandom(16 * PAGE_SIZE))], vmcoreinfo_text()))
-    return path
-
-
 def one_line(proc: subprocess.CompletedProcess, code: int = 2) -> str:
     assert proc.returncode == code and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
     return proc.stderr

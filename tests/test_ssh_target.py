@@ -21,14 +21,13 @@ from tests.support.sshd import SSHD, Sshd, free_port, keygen, start_sshd
 from tests.support.vmcore_factory import (
     PAGE_SIZE,
     SegmentSpec,
-    build_vmcore,
     expected_memory,
-    vmcoreinfo_text,
 )
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="sshd and tmpfs mounts need root"),
     pytest.mark.skipif(not os.path.exists(SSHD), reason="openssh-server is not installed (./dev setup)"),
+    pytest.mark.vmcore(random_pages=1536, zero_pages=256),  # 7 MiB: links are cut after 1 and 2 MiB
 ]
 PROXY_TIMEOUT = 30.0  # no proxied connection lives longer in these tests
 
@@ -47,17 +46,12 @@ def sshd_without_sftp(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def vmcore(tmp_path_factory):
-    """A 7 MiB vmcore (random pages around a run of zero pages) and its dump made locally."""
-    directory = tmp_path_factory.mktemp("vmcore")
-    data = os.urandom(1024 * PAGE_SIZE) + bytes(256 * PAGE_SIZE) + os.urandom(512 * PAGE_SIZE)
-    segments = [SegmentSpec(0x100000, data)]
-    path = directory / "vmcore"
-    path.write_bytes(build_vmcore(segments, vmcoreinfo_text()))
-    reference = directory / "reference.kdump"
-    run_save(str(path), "--output", str(reference), check=True)
-    return path, segments, reference.read_bytes()
+@pytest.fixture
+def local_dump(vmcore: Path, tmp_path: Path) -> bytes:
+    """The vmcore's dump made locally: what every dump over SSH must equal."""
+    reference = tmp_path / "reference.kdump"
+    run_save(str(vmcore), "--output", str(reference), check=True)
+    return reference.read_bytes()
 
 
 def ssh_options(server: Sshd, known_hosts: Path | None = None) -> list[str]:
@@ -141,70 +135,65 @@ class CuttingProxy:
             thread.join(timeout=PROXY_TIMEOUT)
 
 
-def test_dump_over_ssh_equals_local_dump(sshd, vmcore, tmp_path):
-    path, segments, reference = vmcore
+def test_dump_over_ssh_equals_local_dump(sshd, vmcore, vmcore_segments, local_dump, tmp_path):
     dumps = tmp_path / "dumps"
-    proc = run_save(str(path), sshd.url(str(dumps)), *ssh_options(sshd), check=True)
+    proc = run_save(str(vmcore), sshd.url(str(dumps)), *ssh_options(sshd), check=True)
     assert "Traceback" not in proc.stderr
     directory = only_dump_dir(dumps)
     assert [p.name for p in directory.iterdir()] == ["vmcore"]
     assert directory.stat().st_mode & 0o777 == 0o700
     assert (directory / "vmcore").stat().st_mode & 0o777 == 0o600
-    assert (directory / "vmcore").read_bytes() == reference
-    check_kdump(str(directory / "vmcore"), expected_memory(segments), PAGE_SIZE)
+    assert (directory / "vmcore").read_bytes() == local_dump
+    check_kdump(str(directory / "vmcore"), expected_memory(vmcore_segments), PAGE_SIZE)
 
 
 def test_local_dumps_do_not_import_paramiko(vmcore, tmp_path):
-    path, _, _ = vmcore
     code = ("import sys; from collector.cli import main; "
-            f"rc = main(['--quiet', {str(path)!r}, {str(tmp_path)!r}]); "
+            f"rc = main(['--quiet', {str(vmcore)!r}, {str(tmp_path)!r}]); "
             "sys.exit(rc or ('paramiko' in sys.modules and 'paramiko imported'))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
 
 
 def test_host_key_mismatch_is_refused(sshd, vmcore, tmp_path):
-    path, _, _ = vmcore
     other = tmp_path / "other_host_key"
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:{sshd.port} {' '.join(keygen(other).split()[:2])}\n")
     dumps = tmp_path / "dumps"
-    proc = run_save(str(path), sshd.url(str(dumps)), *ssh_options(sshd, known_hosts), "--quiet")
+    proc = run_save(str(vmcore), sshd.url(str(dumps)), *ssh_options(sshd, known_hosts), "--quiet")
     assert proc.returncode == 1
     assert_one_error_line(proc.stderr, "host key MISMATCH", "refusing")
     assert not dumps.exists()
 
 
-def test_unknown_host_key_needs_insecure_option(sshd, vmcore, tmp_path):
-    path, _, reference = vmcore
+def test_unknown_host_key_needs_insecure_option(sshd, vmcore, local_dump, tmp_path):
     empty_known_hosts = tmp_path / "known_hosts"
     empty_known_hosts.write_text("")
     dumps = tmp_path / "dumps"
-    proc = run_save(str(path), sshd.url(str(dumps)), *ssh_options(sshd, empty_known_hosts), "--quiet")
+    proc = run_save(str(vmcore), sshd.url(str(dumps)), *ssh_options(sshd, empty_known_hosts), "--quiet")
     assert proc.returncode == 1
     assert_one_error_line(proc.stderr, "not found in known_hosts")
     assert not dumps.exists()
-    proc = run_save(str(path), sshd.url(str(dumps)), *ssh_options(sshd, empty_known_hosts), "--quiet",
+    proc = run_save(str(vmcore), sshd.url(str(dumps)), *ssh_options(sshd, empty_known_hosts), "--quiet",
                     "--ssh-insecure-accept-host-key", check=True)
     assert_one_error_line(proc.stderr, "warning", "unverified host key", "SHA256:")
-    assert (only_dump_dir(dumps) / "vmcore").read_bytes() == reference
+    assert (only_dump_dir(dumps) / "vmcore").read_bytes() == local_dump
 
 
-def test_link_cut_three_times_resumes_to_identical_dump(sshd, vmcore, tmp_path):
-    path, segments, reference = vmcore
+def test_link_cut_three_times_resumes_to_identical_dump(sshd, vmcore, vmcore_segments, local_dump, tmp_path):
     proxy = CuttingProxy(sshd.port, cut_after=1 << 20, cuts=3)
     dumps = tmp_path / "dumps"
     try:
         known_hosts = sshd.write_known_hosts(tmp_path / "known_hosts", proxy.port)
-        proc = run_save(str(path), sshd.url(str(dumps), port=proxy.port), *ssh_options(sshd, known_hosts),
+        proc = run_save(str(vmcore), sshd.url(str(dumps), port=proxy.port), *ssh_options(sshd, known_hosts),
                         check=True)
     finally:
         proxy.stop()
     assert proxy.cuts_done == 3
     assert proc.stderr.count("reconnecting") == 3, proc.stderr
     dump = only_dump_dir(dumps) / "vmcore"
-    assert dump.read_bytes() == reference
-    check_kdump(str(dump), expected_memory(segments), PAGE_SIZE)
+    assert dump.read_bytes() == local_dump
+    check_kdump(str(dump), expected_memory(vmcore_segments), PAGE_SIZE)
 
 
 def check_incomplete(path: Path, segments: list[SegmentSpec]) -> int:
@@ -220,13 +209,12 @@ def check_incomplete(path: Path, segments: list[SegmentSpec]) -> int:
     return len(saved)
 
 
-def test_link_lost_for_good_leaves_readable_incomplete_dump(sshd, vmcore, tmp_path):
-    path, segments, _ = vmcore
+def test_link_lost_for_good_leaves_readable_incomplete_dump(sshd, vmcore, vmcore_segments, tmp_path):
     proxy = CuttingProxy(sshd.port, cut_after=2 << 20, cuts=1, refuse_after_cuts=True)
     dumps = tmp_path / "dumps"
     try:
         known_hosts = sshd.write_known_hosts(tmp_path / "known_hosts", proxy.port)
-        proc = run_save(str(path), sshd.url(str(dumps), port=proxy.port), *ssh_options(sshd, known_hosts),
+        proc = run_save(str(vmcore), sshd.url(str(dumps), port=proxy.port), *ssh_options(sshd, known_hosts),
                         "--ssh-retries", "2")
     finally:
         proxy.stop()
@@ -234,12 +222,12 @@ def test_link_lost_for_good_leaves_readable_incomplete_dump(sshd, vmcore, tmp_pa
     assert "gave up after 2 reconnect attempt(s)" in proc.stderr and "Traceback" not in proc.stderr
     directory = only_dump_dir(dumps)
     assert [p.name for p in directory.iterdir()] == ["vmcore-incomplete"]
-    assert 0 < check_incomplete(directory / "vmcore-incomplete", segments) < len(expected_memory(segments))
+    saved = check_incomplete(directory / "vmcore-incomplete", vmcore_segments)
+    assert 0 < saved < len(expected_memory(vmcore_segments))
 
 
-def test_server_disk_full_leaves_readable_incomplete_dump(sshd, vmcore, small_tmpfs, tmp_path):
-    path, segments, _ = vmcore
-    proc = run_save(str(path), sshd.url(str(small_tmpfs)), *ssh_options(sshd))
+def test_server_disk_full_leaves_readable_incomplete_dump(sshd, vmcore, vmcore_segments, small_tmpfs, tmp_path):
+    proc = run_save(str(vmcore), sshd.url(str(small_tmpfs)), *ssh_options(sshd))
     assert proc.returncode == 3, proc.stderr
     assert "INCOMPLETE" in proc.stderr and "No space left" in proc.stderr and "Traceback" not in proc.stderr
     directory = only_dump_dir(small_tmpfs)
@@ -247,13 +235,12 @@ def test_server_disk_full_leaves_readable_incomplete_dump(sshd, vmcore, small_tm
     # SFTP cannot reserve space, so the page descriptors past the cut are holes; drgn maps the
     # file, and a hole read through a mapping on a full tmpfs is SIGBUS: read a copy.
     dump = shutil.copy(directory / "vmcore-incomplete", tmp_path / "vmcore-incomplete")
-    assert 100 < check_incomplete(dump, segments) < len(expected_memory(segments))
+    assert 100 < check_incomplete(dump, vmcore_segments) < len(expected_memory(vmcore_segments))
 
 
-def test_server_without_sftp_gets_flattened_stream(sshd_without_sftp, vmcore, tmp_path):
-    path, _, reference = vmcore
+def test_server_without_sftp_gets_flattened_stream(sshd_without_sftp, vmcore, local_dump, tmp_path):
     dumps = tmp_path / "dumps"
-    proc = run_save(str(path), sshd_without_sftp.url(str(dumps)), *ssh_options(sshd_without_sftp), check=True)
+    proc = run_save(str(vmcore), sshd_without_sftp.url(str(dumps)), *ssh_options(sshd_without_sftp), check=True)
     assert "vmcore-rearrange vmcore.flat vmcore" in proc.stderr
     directory = only_dump_dir(dumps)
     assert [p.name for p in directory.iterdir()] == ["vmcore.flat"]
@@ -262,14 +249,13 @@ def test_server_without_sftp_gets_flattened_stream(sshd_without_sftp, vmcore, tm
     subprocess.run([sys.executable, "-c", "import sys; from collector.cli import rearrange_main; "
                     "sys.exit(rearrange_main())", str(directory / "vmcore.flat"), str(rebuilt)],
                    cwd=REPO, check=True, capture_output=True, timeout=120)
-    assert rebuilt.read_bytes() == reference
+    assert rebuilt.read_bytes() == local_dump
 
 
-def test_unreachable_ssh_falls_back_to_local(sshd, vmcore, tmp_path):
-    path, _, reference = vmcore
+def test_unreachable_ssh_falls_back_to_local(sshd, vmcore, local_dump, tmp_path):
     closed_port = free_port()
     local = tmp_path / "local"
-    proc = run_save(str(path), sshd.url("/nowhere", port=closed_port), *ssh_options(sshd),
+    proc = run_save(str(vmcore), sshd.url("/nowhere", port=closed_port), *ssh_options(sshd),
                     "--fallback", str(local), "--quiet", check=True)
     assert_one_error_line(proc.stderr, "cannot connect", f"falling back to {local}")
-    assert (only_dump_dir(local) / "vmcore").read_bytes() == reference
+    assert (only_dump_dir(local) / "vmcore").read_bytes() == local_dump
