@@ -84,6 +84,19 @@ def test_no_vmcoreinfo_still_dumps_and_says_so(tmp_path):
     assert KdumpFile.open(str(tmp_path / "dump")).read_page(0x100) == data
 
 
+def test_machine_without_address_translation_keeps_every_page_and_says_why_once(tmp_path):
+    data = os.urandom(PAGE_SIZE)
+    vmcore = tmp_path / "vmcore"
+    vmcore.write_bytes(build_vmcore([SegmentSpec(0x100000, data)], vmcoreinfo_text(), machine=0))  # EM_NONE
+    proc = run_save(str(vmcore), "--output", str(tmp_path / "dump"), "-d", "31")
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if "address translation" in line]
+    assert len(warnings) == 1 and "not machine-0" in warnings[0] and "are kept" in warnings[0], proc.stderr
+    from collector.formats.kdump import KdumpFile
+
+    assert KdumpFile.open(str(tmp_path / "dump")).read_page(0x100) == data
+
+
 def test_garbage_vmcoreinfo_lines_are_reported_not_fatal(tmp_path):
     info = vmcoreinfo_text(extra="garbage line\nSIZE(page)=notanumber\n=x\n")
     vmcore = tmp_path / "vmcore"

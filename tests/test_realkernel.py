@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from collector.formats.kdump import KdumpFile
-from collector.kernel.memory import KernelMemory
+from collector.kernel.arch import kernel_memory
 from collector.kernel.mm import SectionMemMap
 from collector.kernel.page_encoding import PageEncoding
 from collector.source.vmcore import Vmcore
@@ -121,7 +121,7 @@ def test_6_12_differs_from_makedumpfile_1_7_2_only_where_it_lacks_page_types(vmc
     with Vmcore(str(vmcore_612.path)) as source:
         info = source.vmcoreinfo
         params = PageEncoding.from_vmcoreinfo(info).params
-        mem_map = SectionMemMap(KernelMemory(source), info, source.page_size)
+        mem_map = SectionMemMap(kernel_memory(source), info, source.page_size)
 
         def page_type(pfn: int) -> int:
             raw = mem_map.read_struct_pages(pfn, 1)

@@ -26,7 +26,8 @@ from ..formats.kdump_image import KdumpImage
 from ..source import elf
 from ..source.vmcore import Vmcore
 from ..source.vmcoreinfo import VmcoreInfo
-from .memory import KernelMemory, MemoryImage, TranslationError
+from .arch import kernel_memory
+from .memory import MemoryImage, TranslationError
 
 ReadFn = Callable[[int, int], bytes]  # (kernel virtual address, length) -> bytes
 
@@ -92,7 +93,7 @@ def kernel_log(image: MemoryImage) -> str:
     if image.vmcoreinfo is None:
         raise DmesgError("no VMCOREINFO: the kernel log cannot be found")
     try:
-        kernel = KernelMemory(image)
+        kernel = kernel_memory(image)
     except TranslationError as e:
         raise DmesgError(f"kernel log unreadable: {e}") from None
     return log_text(kernel.read, image.vmcoreinfo)

@@ -17,7 +17,6 @@ from .memory import KernelMemory, TranslationError
 # SECTION_IS_EARLY, SECTION_TAINT_ZONE_DEVICE (5 bits as of Linux 5.12; makedumpfile masks the same).
 SECTION_HAS_MEM_MAP = 0x2
 SECTION_MAP_MASK = ~0x1F & 0xFFFFFFFFFFFFFFFF
-KERNEL_SPACE_START = 0xFFFF800000000000
 
 
 class MemMapError(Exception):
@@ -25,7 +24,7 @@ class MemMapError(Exception):
 
 
 class SectionMemMap:
-    """Finds and reads the struct pages of pfn ranges (SPARSEMEM_EXTREME, x86_64)."""
+    """Finds and reads the struct pages of pfn ranges (SPARSEMEM_EXTREME, 64-bit little-endian)."""
 
     def __init__(self, kernel: KernelMemory, info: VmcoreInfo, page_size: int) -> None:
         try:
@@ -53,7 +52,7 @@ class SectionMemMap:
             try:
                 pointer = self.kernel.read_u64(self.roots_address + index * 8)
                 self._roots[index] = (self.kernel.read(pointer, self.sections_per_root * self.section_struct_size)
-                                      if pointer >= KERNEL_SPACE_START else None)
+                                      if pointer >= self.kernel.kernel_space_start else None)
             except TranslationError:
                 self._roots[index] = None
         return self._roots[index]

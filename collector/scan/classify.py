@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .. import fastcopy
-from ..kernel.memory import KernelMemory, TranslationError
+from ..kernel.arch import kernel_memory
+from ..kernel.memory import TranslationError
 from ..kernel.mm import MemMapError, SectionMemMap
 from ..kernel.page_encoding import (
     CLASS_NAMES,
@@ -77,7 +78,7 @@ class PageClassifier:
                 self.warn_once(f"no VMCOREINFO: {kept}")
             return
         try:
-            self.mem_map = SectionMemMap(KernelMemory(vmcore), vmcore.vmcoreinfo, vmcore.page_size)
+            self.mem_map = SectionMemMap(kernel_memory(vmcore), vmcore.vmcoreinfo, vmcore.page_size)
         except (MemMapError, TranslationError) as e:
             self.warn_once(f"cannot find struct pages ({e}){': ' + kept if kept else ''}")
             return

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 from .. import fastcopy
 from ..errors import InputError
+from ..kernel.arch import architecture
 from . import elf
+from .elf import Segment
 from .vmcoreinfo import VmcoreInfo
 
 # Size of one mmap window over the vmcore (makedumpfile maps 4 MiB at a time). Reading
@@ -26,25 +28,6 @@ MAP_WINDOW_BYTES = 8 << 20
 ORIGINAL_VMCOREINFO_NOTE_NAME = b"DAMAGED_VMCOREINFO"
 UTS_FIELD_BYTES, UTS_NAMES = 65, ("sysname", "nodename", "release", "version", "machine", "domainname")
 _RELEASE = re.compile(r"^\d+\.\d+[\x21-\x7e]*$")
-
-# x86_64 kernel text is mapped at __START_KERNEL_map + (paddr - phys_base).
-X86_64_START_KERNEL_MAP = 0xFFFFFFFF80000000
-
-
-def kernel_image_paddr(vaddr: int, phys_base: int) -> int:
-    """Physical address of an x86_64 kernel-image address (text, data: what SYMBOL() names)."""
-    return vaddr - X86_64_START_KERNEL_MAP + phys_base
-
-
-@dataclass(frozen=True)
-class Segment:
-    """One PT_LOAD: ``filesz`` bytes at file ``offset`` hold physical memory from ``paddr``."""
-
-    paddr: int
-    offset: int
-    filesz: int
-    memsz: int
-    vaddr: int
 
 
 @dataclass(frozen=True)
@@ -235,7 +218,35 @@ class Vmcore:
     def __init__(self, path: str) -> None:
         self.file = VmcoreFile(path)
         try:
-            self._parse()
+            core = elf.ElfCore(path, self.file.size, self.file.pread)
+            if next(core.iter_segments(elf.PT_NOTE), None) is None:
+                raise InputError(f"{path}: no PT_NOTE segment: not a vmcore")
+            self.e_machine: int = core.header.e_machine
+            self.machine = elf.machine_name(self.e_machine)
+            self.arch = architecture(self.e_machine)
+            self.original_notes = core.note_bytes()  # the vmcore's own, also when self.notes is repaired
+            notes = list(elf.iter_notes(self.original_notes))
+            self.nr_cpus = sum(note.type == elf.NT_PRSTATUS and note.name == b"CORE" for note in notes)
+            self.segments = core.load_segments()
+            if not self.segments:
+                raise InputError(f"{path}: no PT_LOAD segment: the vmcore holds no memory")
+            note = _vmcoreinfo_note(notes)
+            self.vmcoreinfo = VmcoreInfo.parse(note.desc) if note is not None else None
+            # Where the VMCOREINFO text is inside self.notes (0, 0 without one).
+            self.vmcoreinfo_offset, self.vmcoreinfo_size = (note.desc_offset, len(note.desc)) if note else (0, 0)
+            self.notes = self.original_notes
+            self.warnings: list[str] = []
+            if self.vmcoreinfo is None:
+                self.warnings.append("no VMCOREINFO note: page filtering that needs kernel data is off")
+            self.page_size = (self.vmcoreinfo.page_size if self.vmcoreinfo else None) or resource.getpagesize()
+            self.memory = PhysicalMemory(self.file, self.segments, self.page_size)
+            repair = self._repair_vmcoreinfo(note, self.vmcoreinfo) if note and self.vmcoreinfo else None
+            if repair is not None:
+                self.notes, warning = repair
+                placed = next(n for n in elf.iter_notes(self.notes) if n.name == elf.VMCOREINFO_NOTE_NAME)
+                self.vmcoreinfo = VmcoreInfo.parse(placed.desc)
+                self.vmcoreinfo_offset, self.vmcoreinfo_size = placed.desc_offset, len(placed.desc)
+                self.warnings.append(warning)
         except BaseException:
             self.file.close()
             raise
@@ -249,77 +260,11 @@ class Vmcore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _parse(self) -> None:
-        f = self.file
-        if f.size == 0:
-            raise InputError(f"{f.path} is empty")
-        ident = f.pread(0, min(f.size, elf.ELF64_EHDR.size))
-        if not ident.startswith(elf.ELF_MAGIC):
-            raise InputError(f"{f.path} is not an ELF file (no ELF magic)")
-        if len(ident) < elf.ELF64_EHDR.size:
-            raise InputError(f"{f.path}: truncated ELF header")
-        ehdr = elf.ELF64_EHDR.parse(ident)
-        if ehdr.e_ident[4] != elf.ELFCLASS64 or ehdr.e_ident[5] != elf.ELFDATA2LSB:
-            raise InputError(f"{f.path}: only little-endian ELF64 vmcores are supported")
-        if ehdr.e_type != elf.ET_CORE:
-            raise InputError(f"{f.path}: not an ELF core file (e_type {ehdr.e_type})")
-        if ehdr.e_phentsize != elf.ELF64_PHDR.size:
-            raise InputError(f"{f.path}: unexpected program header size {ehdr.e_phentsize}")
-        self.machine = elf.MACHINE_NAMES.get(ehdr.e_machine, f"machine-{ehdr.e_machine}")
-        self.e_machine = ehdr.e_machine
-        phnum = ehdr.e_phnum
-        if phnum == elf.PN_XNUM:
-            # More than 65535 headers: the real count is in section header 0's sh_info.
-            if ehdr.e_shoff == 0 or ehdr.e_shoff + elf.ELF64_SHDR.size > f.size:
-                raise InputError(f"{f.path}: e_phnum is PN_XNUM but section header 0 is missing")
-            phnum = elf.ELF64_SHDR.parse(f.pread(ehdr.e_shoff, elf.ELF64_SHDR.size)).sh_info
-        table_size = phnum * elf.ELF64_PHDR.size
-        if ehdr.e_phoff + table_size > f.size:
-            raise InputError(f"{f.path}: truncated program headers "
-                             f"({phnum} at offset {ehdr.e_phoff}, file has {f.size} bytes)")
-        table = f.pread(ehdr.e_phoff, table_size)
-        phdrs = [elf.ELF64_PHDR.parse(table, i * elf.ELF64_PHDR.size) for i in range(phnum)]
-        for i, ph in enumerate(phdrs):
-            if ph.p_type in (elf.PT_LOAD, elf.PT_NOTE) and ph.p_offset + ph.p_filesz > f.size:
-                raise InputError(f"{f.path}: segment {i} (offset {ph.p_offset:#x}, "
-                                 f"{ph.p_filesz} bytes) runs past the end of the file ({f.size} bytes)")
-        note_phdrs = [ph for ph in phdrs if ph.p_type == elf.PT_NOTE]
-        if not note_phdrs:
-            raise InputError(f"{f.path}: no PT_NOTE segment: not a vmcore")
-        self.notes = b"".join(f.pread(ph.p_offset, ph.p_filesz) for ph in note_phdrs)
-        self.original_notes = self.notes  # the vmcore's own, also when self.notes is repaired
-        self.vmcoreinfo: VmcoreInfo | None = None
-        self.vmcoreinfo_offset = 0  # descriptor offset inside self.notes
-        notes = list(elf.iter_notes(self.notes))
-        self.nr_cpus = sum(note.type == elf.NT_PRSTATUS and note.name == b"CORE" for note in notes)
-        named = [note for note in notes if note.name == elf.VMCOREINFO_NOTE_NAME]
-        # A note whose name was damaged still holds the kernel's VMCOREINFO text.
-        lookalikes = [note for note in notes if note.name not in (b"CORE", ORIGINAL_VMCOREINFO_NOTE_NAME)
-                      and VmcoreInfo.parse(note.desc).looks_like_vmcoreinfo()]
-        self._vmcoreinfo_note: elf.Note | None = (named or lookalikes)[0] if named or lookalikes else None
-        if self._vmcoreinfo_note is not None:
-            self.vmcoreinfo = VmcoreInfo.parse(self._vmcoreinfo_note.desc)
-            self.vmcoreinfo_offset = self._vmcoreinfo_note.desc_offset
-            self.vmcoreinfo_size = len(self._vmcoreinfo_note.desc)
-        self.segments = [Segment(ph.p_paddr, ph.p_offset, ph.p_filesz, ph.p_memsz, ph.p_vaddr)
-                         for ph in phdrs if ph.p_type == elf.PT_LOAD]
-        if not self.segments:
-            raise InputError(f"{f.path}: no PT_LOAD segment: the vmcore holds no memory")
-        self.warnings: list[str] = []
-        info_page_size = self.vmcoreinfo.page_size if self.vmcoreinfo else None
-        if self.vmcoreinfo is None:
-            self.warnings.append("no VMCOREINFO note: page filtering that needs kernel data is off")
-        self.page_size = info_page_size or resource.getpagesize()
-        self.memory = PhysicalMemory(f, self.segments, self.page_size)
-        if self.vmcoreinfo is not None:
-            self._repair_vmcoreinfo(self.vmcoreinfo)
-
-    def _repair_vmcoreinfo(self, info: VmcoreInfo) -> None:
+    def _repair_vmcoreinfo(self, note: elf.Note, info: VmcoreInfo) -> tuple[bytes, str] | None:
         """Readers refuse a dump whose VMCOREINFO lacks a valid OSRELEASE or PAGESIZE (drgn:
         "Invalid page size"), or has no note of that name: the dump then carries the lines
-        that parse, with the values this run used, and the original bytes in a second note."""
-        note = self._vmcoreinfo_note
-        assert note is not None
+        that parse, with the values this run used, and the original bytes in a second note.
+        Returns (the notes to carry, the warning that says so), None if nothing needs repair."""
         repairs, values = [], {}
         if note.name != elf.VMCOREINFO_NOTE_NAME:
             repairs.append(f"note named {note.name[:40]!r}, not VMCOREINFO")
@@ -331,9 +276,9 @@ class Vmcore:
         if "NUMBER(phys_base)" in info.bad_keys:
             values["NUMBER(phys_base)"] = str(self.phys_base)
             repairs.append(f"NUMBER(phys_base)={self.phys_base} (from the kernel-text segment)")
-        if self.e_machine == elf.EM_X86_64 and "swapper_pg_dir" not in info.symbols and "init_top_pgt" in info.symbols:
-            values["SYMBOL(swapper_pg_dir)"] = f"{info.symbols['init_top_pgt']:x}"  # the same table on x86_64
-            repairs.append("SYMBOL(swapper_pg_dir) from SYMBOL(init_top_pgt)")
+        for key, value, source in self.arch.vmcoreinfo_repairs(info) if self.arch else ():
+            values[key] = value
+            repairs.append(f"{key} {source}")
         if not _RELEASE.match(info.osrelease or ""):
             uts = self._read_utsname()
             # Readers open no dump without an OSRELEASE; "unknown" is what the header says too.
@@ -341,19 +286,15 @@ class Vmcore:
             repairs.append(f"OSRELEASE={values['OSRELEASE']} "
                            f"({'from init_uts_ns' if uts else 'not readable from init_uts_ns'})")
         if not repairs:
-            return
-        text = info.repaired(values)
+            return None
         # The other notes as they were; one VMCOREINFO, the repaired one (drgn takes the last).
-        self.notes = b"".join([*(elf.build_note(other.name, other.type, other.desc)
-                                 for other in elf.iter_notes(self.original_notes)
-                                 if other.desc_offset != note.desc_offset),
-                               elf.build_note(elf.VMCOREINFO_NOTE_NAME, 0, text),
-                               elf.build_note(ORIGINAL_VMCOREINFO_NOTE_NAME, 0, note.desc)])
-        placed = next(n for n in elf.iter_notes(self.notes) if n.name == elf.VMCOREINFO_NOTE_NAME)
-        self.vmcoreinfo_offset, self.vmcoreinfo_size = placed.desc_offset, len(placed.desc)
-        self.vmcoreinfo = VmcoreInfo.parse(text)
-        self.warnings.append(f"VMCOREINFO repaired ({'; '.join(repairs)}); the dump keeps the original in note "
-                             f"{ORIGINAL_VMCOREINFO_NOTE_NAME.decode()}")
+        notes = b"".join([*(elf.build_note(other.name, other.type, other.desc)
+                            for other in elf.iter_notes(self.original_notes)
+                            if other.desc_offset != note.desc_offset),
+                          elf.build_note(elf.VMCOREINFO_NOTE_NAME, 0, info.repaired(values)),
+                          elf.build_note(ORIGINAL_VMCOREINFO_NOTE_NAME, 0, note.desc)])
+        return notes, (f"VMCOREINFO repaired ({'; '.join(repairs)}); the dump keeps the original in note "
+                       f"{ORIGINAL_VMCOREINFO_NOTE_NAME.decode()}")
 
     @property
     def osrelease(self) -> str:
@@ -361,23 +302,18 @@ class Vmcore:
 
     @property
     def phys_base(self) -> int:
-        """x86_64 phys_base: VMCOREINFO's value, else derived from the kernel-text PT_LOAD."""
+        """VMCOREINFO's NUMBER(phys_base), else what the architecture derives from the PT_LOADs."""
         if self.vmcoreinfo and "phys_base" in self.vmcoreinfo.numbers:
             return self.vmcoreinfo.numbers["phys_base"]
-        if self.e_machine == elf.EM_X86_64:
-            for seg in self.segments:
-                if seg.vaddr >= X86_64_START_KERNEL_MAP:
-                    return seg.paddr - kernel_image_paddr(seg.vaddr, 0)
-        return 0
+        return self.arch.phys_base_of(self.segments) if self.arch else 0
 
     def kernel_symbol_paddr(self, name: str) -> int | None:
-        """Physical address of a kernel-image symbol named in VMCOREINFO (x86_64 only)."""
-        if self.vmcoreinfo is None or self.e_machine != elf.EM_X86_64:
+        """Physical address of a kernel-image symbol named in VMCOREINFO (None on an
+        architecture without a module)."""
+        vaddr = self.vmcoreinfo.symbols.get(name) if self.vmcoreinfo else None
+        if vaddr is None or self.arch is None:
             return None
-        vaddr = self.vmcoreinfo.symbols.get(name)
-        if vaddr is None or vaddr < X86_64_START_KERNEL_MAP:
-            return None
-        return kernel_image_paddr(vaddr, self.phys_base)
+        return self.arch.kernel_symbol_paddr(vaddr, self.phys_base)
 
     def utsname(self) -> dict[str, str]:
         """The crashed kernel's utsname (init_uts_ns), or what VMCOREINFO and ELF tell."""
@@ -401,3 +337,12 @@ class Vmcore:
                   for i in range(len(UTS_NAMES))]
         uts = dict(zip(UTS_NAMES, fields))
         return uts if uts["sysname"] == "Linux" and _RELEASE.match(uts["release"]) else None
+
+
+def _vmcoreinfo_note(notes: list[elf.Note]) -> elf.Note | None:
+    """The note named VMCOREINFO, else one whose name was damaged but that still holds the
+    kernel's VMCOREINFO text; None if there is neither."""
+    named = [note for note in notes if note.name == elf.VMCOREINFO_NOTE_NAME]
+    lookalikes = [note for note in notes if note.name not in (b"CORE", ORIGINAL_VMCOREINFO_NOTE_NAME)
+                  and VmcoreInfo.parse(note.desc).looks_like_vmcoreinfo()]
+    return next(iter(named or lookalikes), None)

@@ -1,0 +1,46 @@
+"""The architecture module of a dump, chosen from its ELF machine: the one place that maps
+e_machine to a module (x86_64.py; others are added to ARCHITECTURES)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from ..source import elf
+from ..source.vmcoreinfo import VmcoreInfo
+from . import x86_64
+from .memory import KernelMemory, MemoryImage, TranslationError
+
+
+class Architecture(Protocol):
+    """What an architecture module provides (mypy checks each module in ARCHITECTURES)."""
+
+    def kernel_symbol_paddr(self, vaddr: int, phys_base: int) -> int | None:
+        """Physical address of a kernel-image symbol, None if ``vaddr`` is outside the image."""
+
+    def phys_base_of(self, segments: Sequence[elf.Segment]) -> int:
+        """phys_base when VMCOREINFO does not give it, from the PT_LOADs."""
+
+    def vmcoreinfo_repairs(self, info: VmcoreInfo) -> list[tuple[str, str, str]]:
+        """(key, value, where it comes from) for missing VMCOREINFO lines that can be restored."""
+
+    def PageTables(self, image: MemoryImage, info: VmcoreInfo) -> KernelMemory:  # noqa: N802 (a class)
+        """Translation through the crashed kernel's page tables; TranslationError if impossible."""
+
+
+ARCHITECTURES: dict[int, Architecture] = {elf.EM_X86_64: x86_64}
+
+
+def architecture(e_machine: int) -> Architecture | None:
+    """The module for ELF machine ``e_machine``, None for one without kernel address translation."""
+    return ARCHITECTURES.get(e_machine)
+
+
+def kernel_memory(image: MemoryImage) -> KernelMemory:
+    """The crashed kernel's virtual memory; TranslationError saying why it cannot be read."""
+    arch = architecture(image.e_machine)
+    if image.vmcoreinfo is None or arch is None:
+        supported = " or ".join(elf.machine_name(machine) for machine in ARCHITECTURES)
+        unsupported = "" if arch else f", not {elf.machine_name(image.e_machine)}"
+        raise TranslationError(f"kernel address translation needs VMCOREINFO of an {supported} kernel{unsupported}")
+    return arch.PageTables(image, image.vmcoreinfo)
