@@ -9,7 +9,7 @@ import struct
 import zlib
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .kernel.page_encoding import (
     CLASS_CACHE,
@@ -25,6 +25,9 @@ from .kernel.page_encoding import (
 )
 from .pipeline.compression import FLAG_ZLIB, FLAG_ZSTD, LEVEL_RANGES
 from .scan.dump_level import DL_CACHE, DL_CACHE_PRIVATE, DL_FREE, DL_USER
+
+if TYPE_CHECKING:
+    from ._fastcopy import Bytes, Words, WritableBytes  # the buffer types of the contract, _fastcopy.pyi
 
 # page_desc_t as the kdump format declares it (collector/formats/kdump.py PAGE_DESC; the
 # compiled module declares the same struct, tests/test_fastcopy.py pins them together).
@@ -55,8 +58,9 @@ class PageEncoder:
         elif page_flag == FLAG_ZLIB:
             self._compress = partial(zlib.compress, level=level)
 
-    def encode(self, src: Any, src_page: int, bitmap: Any, first_bit: int, npages: int, detect_zero: bool,
-               data: Any, sizes: Any, raw: Any) -> tuple[int, int, int, int]:
+    def encode(self, src: Bytes | None, src_page: int, bitmap: Bytes, first_bit: int, npages: int,
+               detect_zero: bool, data: WritableBytes, sizes: Words,
+               raw: WritableBytes) -> tuple[int, int, int, int]:
         """Encode the pages whose bit is set among ``npages`` pages: page i is page
         ``src_page + i`` of ``src`` (None: pages that read as zeros) and bit ``first_bit + i``
         of ``bitmap``. For the n-th selected page, sizes[n] is its stored size (0: all zeros,
@@ -98,7 +102,8 @@ class PageEncoder:
         return i, n, pos, nzero
 
 
-def clear_zero_pages(src: Any, src_page: int, bitmap: Any, first_bit: int, npages: int, page_size: int) -> int:
+def clear_zero_pages(src: Bytes | None, src_page: int, bitmap: WritableBytes, first_bit: int, npages: int,
+                     page_size: int) -> int:
     """Clear the bit of each selected page that is all zeros (page i is page src_page + i of
     src, None: all zeros, and bit first_bit + i); return how many were cleared."""
     if src is not None and (src_page < 0 or (src_page + npages) * page_size > len(src)):
@@ -118,8 +123,8 @@ def clear_zero_pages(src: Any, src_page: int, bitmap: Any, first_bit: int, npage
     return cleared
 
 
-def kdump_descs(sizes: Any, raw: Any, count: int, data_offset: int, zero_offset: int, page_size: int,
-                page_flag: int, out: Any) -> None:
+def kdump_descs(sizes: Words, raw: Bytes, count: int, data_offset: int, zero_offset: int, page_size: int,
+                page_flag: int, out: WritableBytes) -> None:
     """Pack the page_desc of ``count`` encoded pages (PageEncoder.encode's sizes and raw) into
     out: stored pages at data_offset onwards, back to back; zero pages point at zero_offset."""
     if len(out) < count * PAGE_DESC_SIZE or len(sizes) < count or len(raw) < count:
@@ -132,7 +137,7 @@ def kdump_descs(sizes: Any, raw: Any, count: int, data_offset: int, zero_offset:
             data_offset += sizes[i]
 
 
-def span_end(bitmap: Any, start: int, end: int, max_set: int) -> int:
+def span_end(bitmap: Bytes, start: int, end: int, max_set: int) -> int:
     """The bit after the ``max_set``-th set bit at or after ``start``, or ``end`` if there are
     fewer: [start, span_end) holds at most max_set selected pages."""
     seen = 0
@@ -144,12 +149,12 @@ def span_end(bitmap: Any, start: int, end: int, max_set: int) -> int:
     return end
 
 
-def count_bits(bitmap: Any, start: int, end: int) -> int:
+def count_bits(bitmap: Bytes, start: int, end: int) -> int:
     """Number of set bits in [start, end) of an LSB-first bitmap."""
     return sum((bitmap[bit >> 3] >> (bit & 7)) & 1 for bit in range(start, end))
 
 
-def bit_runs(bitmap: Any, start: int, end: int) -> list[tuple[int, int]]:
+def bit_runs(bitmap: Bytes, start: int, end: int) -> list[tuple[int, int]]:
     """Runs of set bits in [start, end) as a list of (first, last + 1) bit numbers."""
     runs: list[tuple[int, int]] = []
     run_start = None
@@ -165,8 +170,8 @@ def bit_runs(bitmap: Any, start: int, end: int) -> list[tuple[int, int]]:
     return runs
 
 
-def classify_pages(pages: Any, npages: int, p: Any, bitmap: Any, first_bit: int, first_pfn: int,
-                   counts: Any) -> None:
+def classify_pages(pages: Bytes, npages: int, p: Words, bitmap: WritableBytes, first_bit: int, first_pfn: int,
+                   counts: Words) -> None:
     """Clear the bits of excluded pages among ``npages`` struct pages (pfn first_pfn + i is
     bit first_bit + i of bitmap) and add the cleared pages to counts[class].
 
