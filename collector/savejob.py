@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import console, fastcopy
 from .errors import CollectorError, TargetUnreachable
@@ -43,6 +44,9 @@ from .targets import (
     open_target,
 )
 from .targets.local import OutputFile, Retention, check_output
+
+if TYPE_CHECKING:
+    from .kernel.triage import Triage
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
 DEFAULT_VMCORE = "/proc/vmcore"
@@ -195,11 +199,12 @@ def save(options: SaveOptions, say: Notice = notice) -> Outcome:
         else:
             # The log goes next to a dump in a dump directory; --output promises exactly one file.
             log_text = _kernel_log_or_warn(vmcore, say)
+            triage = _triage_or_warn(vmcore, log_text, say)
             retention = Retention(options.keep_dumps, options.min_free, dump_size_bound(vmcore))
             attempt = _save_with_fallbacks(
                 options, dump_dir_name(vmcore), retention, say,
                 lambda target, directory: _save_into(target, directory, vmcore, classifier, options, progress, say,
-                                                     log_text))
+                                                     log_text, triage))
     result = attempt.result
     code = EXIT_OK if result.complete else EXIT_INCOMPLETE if result.readable else EXIT_FAILED
     return Outcome(code, attempt.path, result, attempt.format, time.monotonic() - started)
@@ -268,8 +273,9 @@ def _open_dump_dir(dest: str, name: str, options: SaveOptions, say: Notice,
 
 
 def _save_into(target: Target, directory: str, vmcore: Vmcore, classifier: PageClassifier, options: SaveOptions,
-               progress: LineProgress, say: Notice, log_text: str | None) -> _Attempt:
-    """The kernel log and the dump into ``directory`` on ``target``; closes the target."""
+               progress: LineProgress, say: Notice, log_text: str | None, triage: Triage | None) -> _Attempt:
+    """The kernel log, the triage record and the dump into ``directory`` on ``target``; closes
+    the target."""
     try:
         if log_text is not None:
             _save_log_or_warn(target, directory, log_text, say)
@@ -278,6 +284,8 @@ def _save_into(target: Target, directory: str, vmcore: Vmcore, classifier: PageC
             fmt = "flat"
             say(f"{target.description} takes only a stream: writing the flattened format to "
                 f"{directory}/vmcore.flat; make it a dump there with: vmcore-rearrange vmcore.flat vmcore")
+        if triage is not None:
+            _save_triage_or_warn(target, directory, triage, vmcore, options, fmt, say)
         path = os.path.join(directory, INCOMPLETE_NAME)
         final_path = os.path.join(directory, "vmcore.flat" if fmt == "flat" else "vmcore")
         result = _write(vmcore, classifier, options, fmt, target.create(path), progress)
@@ -391,11 +399,15 @@ def _kernel_log_or_warn(vmcore: Vmcore, say: Notice) -> str | None:
 
 
 def _write_log(target: Target, directory: str, text: str) -> str:
-    """Write the log under a temporary name, sync, rename: a log file that exists is whole."""
-    path, final_path = os.path.join(directory, LOG_INCOMPLETE_NAME), os.path.join(directory, LOG_NAME)
+    return _write_whole(target, directory, LOG_INCOMPLETE_NAME, LOG_NAME, text.encode("ascii"))
+
+
+def _write_whole(target: Target, directory: str, incomplete_name: str, name: str, data: bytes) -> str:
+    """Write a file under a temporary name, sync, rename: a file that exists is whole."""
+    path, final_path = os.path.join(directory, incomplete_name), os.path.join(directory, name)
     file = target.create(path)
     try:
-        file.write_at(0, text.encode("ascii"))
+        file.write_at(0, data)
         file.sync()
     finally:
         file.close()
@@ -409,6 +421,36 @@ def _save_log_or_warn(target: Target, directory: str, text: str, say: Notice) ->
     except (OSError, CollectorError) as e:  # a target that cannot take the log may still take the dump
         reason = str(e) if isinstance(e, CollectorError) else console.os_error_text(e)
         say(f"warning: kernel log not saved: {reason}")
+
+
+def _triage_or_warn(vmcore: Vmcore, log_text: str | None, say: Notice) -> Triage | None:
+    """The triage record (kernel/triage.py), or None after one warning line: the dump matters more."""
+    try:
+        from .kernel import triage  # only where a dump directory is written
+
+        return triage.of_vmcore(vmcore, log_text, "the save's warning 'kernel log not saved' says why")
+    except Exception as e:  # whatever goes wrong with the record, the dump must still be taken
+        reason = str(e) if isinstance(e, CollectorError) else f"{type(e).__name__}: {e}"
+        say(f"warning: triage record not saved: {reason}")
+        return None
+
+
+def _save_triage_or_warn(target: Target, directory: str, triage: Triage, vmcore: Vmcore, options: SaveOptions,
+                         fmt: str, say: Notice) -> None:
+    """vmcore-triage.json then vmcore-triage.txt, with the dump level and format of this dump,
+    each written whole or not at all."""
+    from .kernel.triage import TRIAGE_JSON, TRIAGE_TXT, plan_for_level, to_json, to_text
+
+    try:
+        plan = plan_for_level(options.dump_level, fmt, _compression_text(options, fmt), vmcore.vmcoreinfo)
+        record = triage.with_dump(plan)
+        for name, text in ((TRIAGE_JSON, to_json(record)), (TRIAGE_TXT, to_text(record))):
+            stem, ext = os.path.splitext(name)
+            _write_whole(target, directory, f"{stem}-incomplete{ext}", name, text.encode("ascii"))
+    except Exception as e:  # a record that cannot be made or written costs a warning, never the dump
+        reason = (str(e) if isinstance(e, CollectorError) else console.os_error_text(e) if isinstance(e, OSError)
+                  else f"{type(e).__name__}: {e}")
+        say(f"warning: triage record not saved: {reason}")
 
 
 def _log_into(target: Target, directory: str, text: str) -> _Attempt:
@@ -436,11 +478,7 @@ def report(options: SaveOptions, outcome: Outcome) -> list[str]:
 
 def _summary(options: SaveOptions, outcome: Outcome, result: DumpResult) -> list[str]:
     c = result.counts
-    if outcome.format == "elf":  # ELF cores hold raw pages
-        compression = "uncompressed"
-    else:
-        level = options.effective_level
-        compression = options.compress if level is None else f"{options.compress} level {level}"
+    compression = _compression_text(options, outcome.format)
     excluded = [("zero", c.zero), ("cache", c.cache), ("cache private", c.cache_private),
                 ("user", c.user), ("free", c.free), ("hwpoison", c.hwpoison), ("offline", c.offline)]
     verb = "saved" if result.complete else "wrote INCOMPLETE" if result.readable else "could not write"
@@ -453,6 +491,13 @@ def _summary(options: SaveOptions, outcome: Outcome, result: DumpResult) -> list
         "time: " + ", ".join(f"{name} {secs:.2f} s" for name, secs in result.phases.items())
         + f", total {format_duration(outcome.seconds)} ({outcome.seconds:.2f} s)",
     ]
+
+
+def _compression_text(options: SaveOptions, fmt: str) -> str:
+    if fmt == "elf":  # ELF cores hold raw pages
+        return "uncompressed"
+    level = options.effective_level
+    return options.compress if level is None else f"{options.compress} level {level}"
 
 
 def print_report(options: SaveOptions, outcome: Outcome) -> int:
