@@ -178,7 +178,8 @@ def test_a_dump_that_did_not_complete_is_never_reported_saved(tmp_path, vmcore):
 
 def test_the_ssh_link_lost_reason_is_never_empty():
     from collector.targets import SshOptions
-    from collector.targets.ssh import Connection, SshUrl
+    from collector.targets.ssh.connection import Connection
+    from collector.targets.ssh.url import SshUrl
 
     warnings: list[str] = []
     connection = Connection(SshUrl.parse("ssh://u@192.0.2.1/x"), SshOptions(retries=0), warnings.append)
