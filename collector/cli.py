@@ -55,6 +55,7 @@ No arguments and {CONFIG_PATH} present: the configured job.
   --threads N, --fast    threads 1..256 [1]; fast: zstd -3, a thread per CPU
   -q, --quiet            no progress lines, no summary
   --info FILE            describe a vmcore or a dump (--dmesg FILE: its log)
+  --verify DUMP          check a dump (file or directory) against its manifest
   --dmesg-only           save only {LOG_NAME} into DEST
   --fallback DEST        next destination if DEST fails (repeatable)
   --keep-dumps N         after a complete dump, keep N of our dumps in DEST
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("--info")
+    p.add_argument("--verify")
     p.add_argument("--dmesg")
     p.add_argument("--dmesg-only", action="store_true")
     p.add_argument("--fallback", action="append", default=[])
@@ -143,6 +145,12 @@ def _save(argv: list[str]) -> int:
         return save_configured(load_config(CONFIG_PATH))
     args = build_parser().parse_args(argv)
     # Imported where used: every module costs each start, and the machine is down meanwhile.
+    if args.verify is not None:
+        from .integrity import VerifyOptions, verify
+
+        verdict = verify(VerifyOptions(args.verify))
+        print(verdict.text)
+        return verdict.exit_code
     if args.info:
         from .describe import describe
 

@@ -29,6 +29,7 @@ from .errors import CollectorError, TargetUnreachable
 from .formats import flat
 from .formats.elfcore import write_elf
 from .formats.kdump import TARGET_FULL_ERRNOS, DumpResult, KdumpLayout, write_kdump
+from .integrity import HashingFile, ManifestFile
 from .pipeline.compression import DEFAULT_LEVEL, LEVEL_RANGES, METHODS
 from .pipeline.pages import PageCompressor
 from .progress import PROGRAM, LineProgress, format_duration
@@ -288,10 +289,20 @@ def _save_into(target: Target, directory: str, vmcore: Vmcore, classifier: PageC
             _save_triage_or_warn(target, directory, triage, vmcore, options, fmt, say)
         path = os.path.join(directory, INCOMPLETE_NAME)
         final_path = os.path.join(directory, "vmcore.flat" if fmt == "flat" else "vmcore")
-        result = _write(vmcore, classifier, options, fmt, target.create(path), progress)
-        commit_started = time.monotonic()
+        dump_file = target.create(path)
+        # The manifest (collector/integrity.py) is renamed with the dump, after it.
+        manifest = ManifestFile(target, path, dump_size_bound(vmcore), say)
+        try:
+            hashed = HashingFile(dump_file)
+            result = _write(vmcore, classifier, options, fmt, hashed, progress)
+            commit_started = time.monotonic()
+            manifest_written = manifest.write(hashed.manifest(result.complete))
+        finally:
+            manifest.close()
         if result.complete:
             target.commit(path, final_path)
+            if manifest_written:
+                manifest.commit(final_path)
             path = final_path
             target.finish_dump(directory)
         result.phases["commit"] = time.monotonic() - commit_started
