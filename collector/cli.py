@@ -158,7 +158,7 @@ def _save(argv: list[str]) -> int:
         print(info.text)
         return info.exit_code
     if args.dmesg:
-        from .kernel.dmesg import kernel_log_of_file
+        from .open_dump import kernel_log_of_file
 
         sys.stdout.write(kernel_log_of_file(args.dmesg))
         return EXIT_OK

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import fastcopy
-from .errors import InputError
-from .formats import flat
-from .formats.kdump import SIGNATURE, KdumpFile
+from .formats.kdump import KdumpFile
+from .open_dump import FileKind, file_kind
 from .source.vmcore import Vmcore
 
 # --info's exit status: whether the file holds every page it says it holds.
@@ -22,21 +21,17 @@ class Description:
 
 def describe(path: str) -> Description:
     """What a vmcore, a kdump file or a flattened stream is and holds, and how complete it is."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(16)
-    except OSError as e:
-        raise InputError(f"cannot open {path}: {e.strerror}") from None
-    if flat.is_flat(head):
+    kind = file_kind(path)
+    if kind is FileKind.FLAT:
         return Description(f"{path}: flattened kdump stream: run vmcore-rearrange {path} OUT to get the kdump file",
                            INFO_COMPLETE)
-    if head and SIGNATURE.startswith(head[:len(SIGNATURE)]):  # also a file cut inside the signature
+    if kind is FileKind.KDUMP:
         dump = KdumpFile.open(path)
         try:
             return _describe_kdump(path, dump)
         finally:
             dump.close()
-    with Vmcore(path) as vmcore:
+    with Vmcore(path) as vmcore:  # not ELF either: Vmcore's error says so
         lines = [f"{path}: ELF vmcore ({vmcore.machine})",
                  f"  kernel: {vmcore.osrelease or 'unknown (no VMCOREINFO)'}, {vmcore.nr_cpus} CPU(s), "
                  f"page size {vmcore.page_size}",

@@ -21,9 +21,9 @@ from collector.kernel.dmesg import (
     LogRecord,
     format_entry,
     format_log,
-    kernel_log_of_file,
     log_text,
 )
+from collector.open_dump import kernel_log_of_file
 from collector.source.vmcoreinfo import VmcoreInfo
 from tests.conftest import run_save
 from tests.support.dumpcheck import dump_files

@@ -6,9 +6,8 @@ phys_base from the sub-header, physical memory page by page through KdumpFile.re
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 from ..errors import InputError
+from ..kernel.page_cache import PageCache
 from ..source import elf
 from ..source.vmcore import Segment
 from ..source.vmcoreinfo import VmcoreInfo
@@ -30,33 +29,22 @@ class KdumpPhysicalMemory:
         self.dump = dump
         self.path = path
         self.page_size = dump.page_size
-        self._pages: OrderedDict[int, bytes] = OrderedDict()
+        self._cache = PageCache(self._decompressed, dump.page_size, PAGE_CACHE_PAGES)
 
     def page(self, pfn: int) -> bytes:
-        cached = self._pages.get(pfn)
-        if cached is not None:
-            self._pages.move_to_end(pfn)
-            return cached
+        return self._cache.page(pfn)
+
+    def read(self, paddr: int, length: int) -> bytes:
+        return self._cache.read(paddr, length)
+
+    def _decompressed(self, pfn: int) -> bytes:
         data = self.dump.read_page(pfn)
         if data is None:
             raise PageNotInDump(f"{self.path}: physical page {pfn:#x} is not in the dump: {self.dump.absence(pfn)}")
         if len(data) != self.page_size:
             raise InputError(f"{self.path}: page {pfn:#x} is damaged ({len(data)} bytes, "
                              f"not {self.page_size})")
-        self._pages[pfn] = data
-        if len(self._pages) > PAGE_CACHE_PAGES:
-            self._pages.popitem(last=False)
         return data
-
-    def read(self, paddr: int, length: int) -> bytes:
-        pieces = []
-        while length > 0:
-            pfn, offset = divmod(paddr, self.page_size)
-            chunk = min(length, self.page_size - offset)
-            pieces.append(self.page(pfn)[offset:offset + chunk])
-            paddr += chunk
-            length -= chunk
-        return b"".join(pieces)
 
 
 class KdumpImage:

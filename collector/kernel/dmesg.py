@@ -16,18 +16,14 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import InputError
-from ..formats.kdump import SIGNATURE as KDUMP_SIGNATURE
-from ..formats.kdump_image import KdumpImage
-from ..source import elf
-from ..source.vmcore import Vmcore
 from ..source.vmcoreinfo import VmcoreInfo
 from .arch import kernel_memory
 from .memory import MemoryImage, TranslationError
+from .page_cache import PageCache
 
 ReadFn = Callable[[int, int], bytes]  # (kernel virtual address, length) -> bytes
 
@@ -103,28 +99,13 @@ def log_text(read: ReadFn, info: VmcoreInfo) -> str:
     """The log as text from kernel memory ``read``; DmesgError for whatever stops the reading
     (an unmapped address, a page left out of a dump, a log that cannot be found)."""
     try:
-        return format_log(read_log(_PageCache(read).read, info))
+        cache = PageCache(lambda number: read(number * READ_PAGE_SIZE, READ_PAGE_SIZE), READ_PAGE_SIZE,
+                          READ_CACHE_PAGES)
+        return format_log(read_log(cache.read, info))
     except DmesgError:
         raise
     except (TranslationError, InputError) as e:
         raise DmesgError(f"kernel log unreadable: {e}") from None
-
-
-def kernel_log_of_file(path: str) -> str:
-    """The kernel log held in an ELF vmcore or in a kdump-compressed dump."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(len(KDUMP_SIGNATURE))
-    except OSError as e:
-        raise InputError(f"cannot open {path}: {e.strerror}") from None
-    if head == KDUMP_SIGNATURE:
-        with KdumpImage(path) as dump:
-            return kernel_log(dump)
-    if head.startswith(elf.ELF_MAGIC):
-        with Vmcore(path) as vmcore:
-            return kernel_log(vmcore)
-    raise InputError(f"{path} is neither an ELF vmcore nor a kdump-compressed dump "
-                     "(a flattened stream needs vmcore-rearrange first)")
 
 
 def read_log(read: ReadFn, info: VmcoreInfo) -> list[LogEntry]:
@@ -162,36 +143,6 @@ def _char_text(byte: int) -> str:
 
 
 _CHAR_TEXT = [_char_text(byte) for byte in range(256)]
-
-
-class _PageCache:
-    """Reads through ``read`` in whole, aligned pages, keeping the last few."""
-
-    def __init__(self, read: ReadFn) -> None:
-        self._read = read
-        self._pages: OrderedDict[int, bytes] = OrderedDict()
-
-    def _page(self, base: int) -> bytes:
-        page = self._pages.get(base)
-        if page is None:
-            page = self._read(base, READ_PAGE_SIZE)
-            self._pages[base] = page
-            if len(self._pages) > READ_CACHE_PAGES:
-                self._pages.popitem(last=False)
-        else:
-            self._pages.move_to_end(base)
-        return page
-
-    def read(self, vaddr: int, length: int) -> bytes:
-        pieces = []
-        while length > 0:
-            base = vaddr & ~(READ_PAGE_SIZE - 1)
-            offset = vaddr - base
-            chunk = min(length, READ_PAGE_SIZE - offset)
-            pieces.append(self._page(base)[offset:offset + chunk])
-            vaddr += chunk
-            length -= chunk
-        return b"".join(pieces)
 
 
 class _Layout:
