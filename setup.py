@@ -13,7 +13,10 @@ setup(
         compiler_directives={"language_level": "3"},
     ),
     python_requires=">=3.9",
-    install_requires=["zstandard>=0.19", "paramiko>=3"],
+    # paramiko: 3.2 brought PKey.from_path; the SSH target's private hooks
+    # (collector/targets/ssh/paramiko_adapter.py) are the same from 3.2 to 5.1, and a new major
+    # version may change them (tests/test_paramiko_adapter.py checks the installed one).
+    install_requires=["zstandard>=0.19", "paramiko>=3.2,<6"],
     extras_require={"test": ["pytest>=7", "hypothesis>=6", "drgn>=0.0.25"],
                     "bench": ["matplotlib>=3.5"]},
     entry_points={"console_scripts": [
