@@ -54,7 +54,7 @@ No arguments and {CONFIG_PATH} present: the configured job.
   --format FMT           kdump | elf (gdb) | flat (pipes) [kdump]
   --threads N, --fast    threads 1..256 [1]; fast: zstd -3, a thread per CPU
   -q, --quiet            no progress lines, no summary
-  --info FILE            describe a vmcore or a dump (--dmesg FILE: its log)
+  --info|--dmesg|--triage FILE [--json]  a vmcore/dump: what|log|why it crashed
   --verify DUMP          check a dump (file or directory) against its manifest
   --dmesg-only           save only {LOG_NAME} into DEST
   --fallback DEST        next destination if DEST fails (repeatable)
@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--info")
     p.add_argument("--verify")
     p.add_argument("--dmesg")
+    p.add_argument("--triage")
+    p.add_argument("--json", action="store_true")
     p.add_argument("--dmesg-only", action="store_true")
     p.add_argument("--fallback", action="append", default=[])
     p.add_argument("--keep-dumps", type=int)
@@ -151,6 +153,10 @@ def _save(argv: list[str]) -> int:
         verdict = verify(VerifyOptions(args.verify))
         print(verdict.text)
         return verdict.exit_code
+    if args.json and not args.triage:
+        raise CollectorError("--json goes only with --triage FILE")
+    if args.triage:
+        return _triage(args.triage, args.json)
     if args.info:
         from .describe import describe
 
@@ -164,6 +170,18 @@ def _save(argv: list[str]) -> int:
         return EXIT_OK
     options = options_from(args)
     return print_report(options, save(options))
+
+
+def _triage(path: str, as_json: bool) -> int:
+    """--triage: the record saved as vmcore-triage.txt (or .json), of an existing vmcore or dump;
+    the exit code is --info's (3: a dump with pages missing, whose record says what it could)."""
+    from .describe import INFO_COMPLETE, INFO_INCOMPLETE
+    from .kernel.triage import to_json, to_text
+    from .triage_file import triage_of_file
+
+    record, complete = triage_of_file(path)
+    sys.stdout.write(to_json(record) if as_json else to_text(record))
+    return INFO_COMPLETE if complete else INFO_INCOMPLETE
 
 
 def _rearrange(argv: list[str]) -> int:

@@ -20,10 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from ..errors import CollectorError, InputError
-from ..formats.kdump import SIGNATURE as KDUMP_SIGNATURE
-from ..formats.kdump import UTS_NAMES
-from ..formats.kdump_image import KdumpImage
+from ..errors import CollectorError
 from ..scan.dump_level import DL_CACHE, DL_CACHE_PRIVATE, DL_FREE, DL_USER, DL_ZERO
 from ..source import elf
 from ..source.structs import Record
@@ -372,41 +369,15 @@ def of_vmcore(vmcore: Vmcore, log: str | None, log_reason: str = "") -> Triage:
                  _uts(vmcore.utsname()), UTS_UNREAD, log, log_reason)
 
 
-def _read_log(image: MemoryImage) -> tuple[str | None, str]:
+def of_image(image: MemoryImage, source: str, notes: bytes, uts: dict[str, str], uts_reason: str) -> Triage:
+    """The record of an opened vmcore or dump (open_dump.py opens either), its log read here."""
     from .dmesg import kernel_log
 
     try:
-        return kernel_log(image), ""
+        log, log_reason = kernel_log(image), ""
     except Exception as e:  # whatever stops the log, the rest of the record still stands
-        return None, str(e) if isinstance(e, CollectorError) else f"{type(e).__name__}: {e}"
-
-
-def of_file(path: str) -> tuple[Triage, bool]:
-    """The record of an ELF vmcore or a kdump-compressed dump, and whether the file is
-    complete (a dump cut short still gives what its notes and kept pages hold)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(len(KDUMP_SIGNATURE))
-    except OSError as e:
-        raise InputError(f"cannot open {path}: {e.strerror}") from None
-    if head == KDUMP_SIGNATURE:
-        with KdumpImage(path) as image:
-            dump = image.dump
-            h = dump.header
-            uts = {name: getattr(h, name).split(b"\0", 1)[0].decode("utf-8", "replace") for name in UTS_NAMES}
-            log, reason = _read_log(image)
-            record = build(path, dump.notes, image.e_machine, image.vmcoreinfo, _uts(uts),
-                           "the dump header's utsname does not say", log, reason)
-            state = "complete" if dump.complete else (dump.truncation.describe(dump.ndump) if dump.truncation else
-                                                      f"INCOMPLETE: {dump.pages_missing} of {dump.ndump} pages missing")
-            plan = DumpPlan(dump.sub_header.dump_level, "kdump", dump.compression, state=state)
-            return record.with_dump(plan), dump.complete
-    if head.startswith(elf.ELF_MAGIC):
-        with Vmcore(path) as vmcore:
-            log, reason = _read_log(vmcore)
-            return of_vmcore(vmcore, log, reason), True
-    raise InputError(f"{path} is neither an ELF vmcore nor a kdump-compressed dump "
-                     "(a flattened stream needs vmcore-rearrange first)")
+        log, log_reason = None, str(e) if isinstance(e, CollectorError) else f"{type(e).__name__}: {e}"
+    return build(source, notes, image.e_machine, image.vmcoreinfo, _uts(uts), uts_reason, log, log_reason)
 
 
 # ---------------------------------------------------------------- rendering
