@@ -3,6 +3,8 @@ capture initramfs is built with (no QEMU here: tests/test_e2e.py runs the real t
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -154,3 +156,12 @@ def test_capture_main_refuses_outside_a_capture_kernel(capsys: pytest.CaptureFix
 
     assert capture.main() == 2
     assert "refusing: no /proc/vmcore" in capsys.readouterr().err
+
+
+def test_reading_the_configuration_loads_no_page_scanner() -> None:
+    # Its dump-level and compression limits come from scan/dump_level.py and
+    # pipeline/compression.py; the scanner would print its fallback warning on a machine without
+    # the compiled module.
+    code = "import sys, collector.capture.config; print(sorted(m for m in sys.modules if 'fastcopy' in m))"
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          check=True).stdout == "[]\n"
