@@ -329,7 +329,8 @@ def test_ssh_dump_directory_gets_the_log(tmp_path, sftp):
         server.stop()
     assert proc.returncode == 0, proc.stderr
     (dump_dir,) = dumps.iterdir()
-    assert {p.name for p in dump_dir.iterdir()} == {"vmcore" if sftp else "vmcore.flat", "vmcore-dmesg.txt", "vmcore-triage.json", "vmcore-triage.txt"}
+    assert {p.name for p in dump_dir.iterdir()} == {"vmcore" if sftp else "vmcore.flat", "vmcore-dmesg.txt",
+                                                    "vmcore-triage.json", "vmcore-triage.txt"}
     assert (dump_dir / "vmcore-dmesg.txt").read_text() == read_ring(ring)
 
 

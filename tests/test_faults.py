@@ -72,7 +72,8 @@ def test_a_dump_cut_short_is_saved_again_on_the_fallback(tmp_path, small_tmpfs):
     (cut_dir,) = small_tmpfs.iterdir()
     assert_lines_say([line], ("dump INCOMPLETE", "No space left on device", f"{cut_dir}/vmcore-incomplete",
                               f"saving it again to {fallback}"))
-    assert dump_files(cut_dir) == ["vmcore-incomplete", "vmcore-triage.json", "vmcore-triage.txt"]  # kept: it may be all there is
+    # kept: it may be all there is
+    assert dump_files(cut_dir) == ["vmcore-incomplete", "vmcore-triage.json", "vmcore-triage.txt"]
     assert not KdumpFile.open(str(cut_dir / "vmcore-incomplete")).complete
     (saved_dir,) = fallback.iterdir()
     assert saved_dir.name == cut_dir.name
