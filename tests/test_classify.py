@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 from array import array
+from types import ModuleType
 
 import pytest
 from hypothesis import given
@@ -14,6 +15,7 @@ from collector import _fastcopy_py
 from collector.kernel.page_encoding import CLASS_NAMES, PageEncoding
 from collector.source.vmcoreinfo import VmcoreInfo
 
+compiled: ModuleType | None
 try:
     from collector import _fastcopy as compiled
 except ImportError:
@@ -110,7 +112,7 @@ def classify(impl, pages: list[bytearray], params: dict, dump_level: int, first_
     vector = encoding.vector(dump_level)
     bitmap = bytearray(b"\xff" * ((len(pages) + 7) // 8))
     counts = array("q", bytes(8 * 7))
-    impl.classify_pages(b"".join(pages), len(pages), vector, bitmap, 0, first_pfn, counts)
+    impl.classify_pages(b"".join(pages), len(pages), vector, bitmap, 0, first_pfn, counts, bytearray())
     kept = [i for i in range(len(pages)) if bitmap[i >> 3] >> (i & 7) & 1]
     return kept, dict(zip(CLASS_NAMES, counts)), counts[6]
 

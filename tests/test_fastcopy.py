@@ -7,6 +7,7 @@ import ctypes.util
 import random
 import zlib
 from array import array
+from types import ModuleType
 
 import pytest
 from hypothesis import given
@@ -22,6 +23,7 @@ from collector.pipeline.compression import (
     PAGE_FLAGS,
 )
 
+compiled: ModuleType | None
 try:
     from collector import _fastcopy as compiled
 except ImportError:  # the suite also runs where only the twin exists

@@ -14,6 +14,7 @@ import pytest
 
 from collector import _fastcopy_py
 
+compiled: ModuleType | None
 try:
     from collector import _fastcopy as compiled
 except ImportError:  # the suite also runs where only the twin exists

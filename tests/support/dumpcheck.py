@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Container
 from pathlib import Path
 
 import drgn
@@ -30,7 +31,7 @@ def drgn_page(prog: drgn.Program, pfn: int, page_size: int) -> bytes | None:
         return None
 
 
-def check_kdump(path: str, expected: dict[int, bytes], page_size: int, excluded: set[int] = frozenset()) -> None:
+def check_kdump(path: str, expected: dict[int, bytes], page_size: int, excluded: Container[int] = frozenset()) -> None:
     """Every expected page reads back equal through drgn and our reader; excluded ones fault."""
     prog = drgn_program(path)
     dump = KdumpFile.open(path)
@@ -40,7 +41,7 @@ def check_kdump(path: str, expected: dict[int, bytes], page_size: int, excluded:
         assert drgn_page(prog, pfn, page_size) == want, f"drgn: pfn {pfn:#x}"
 
 
-def check_elf(path: str, expected: dict[int, bytes], page_size: int, excluded: set[int] = frozenset()) -> None:
+def check_elf(path: str, expected: dict[int, bytes], page_size: int, excluded: Container[int] = frozenset()) -> None:
     """Every expected page reads back equal through drgn and our reader; excluded ones have no
     bytes in the file and read as zeros (p_memsz > p_filesz, as makedumpfile -E writes them)."""
     prog = drgn_program(path)
