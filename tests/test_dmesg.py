@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Container
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from collector.formats.kdump_image import KdumpImage, PageNotInDump
 from collector.kernel.dmesg import (
     DmesgError,
     Gap,
+    LogEntry,
     LogRecord,
     format_entry,
     format_log,
@@ -71,10 +73,11 @@ def ring_with(msgs, count_bits=4, size_bits=8) -> PrintkRing:
     return ring
 
 
-def expected_ring_entries(ring: PrintkRing, damaged: set[int] = frozenset()) -> list:
+def expected_ring_entries(ring: PrintkRing, damaged: Container[int] = frozenset()) -> list[LogEntry]:
     """What the reader must give: every readable record in id order, a gap per run of
     damaged or half-written ones; expired records (REUSABLE) are gone, as for the kernel."""
-    entries, unreadable = [], 0
+    entries: list[LogEntry] = []
+    unreadable = 0
     for desc_id in ring.ids():
         record = ring.records.get(desc_id)
         if record is None or record.state == REUSABLE:
