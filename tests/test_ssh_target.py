@@ -4,6 +4,7 @@ no SFTP falls back to the flattened stream, an unreachable server falls back to 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -16,7 +17,7 @@ import pytest
 
 from collector.formats.kdump import KdumpFile
 from tests.conftest import REPO, run_save
-from tests.support.dumpcheck import check_kdump, drgn_page, drgn_program
+from tests.support.dumpcheck import check_kdump, drgn_page, drgn_program, dump_files
 from tests.support.sshd import SSHD, Sshd, free_port, keygen, start_sshd
 from tests.support.vmcore_factory import (
     PAGE_SIZE,
@@ -140,7 +141,7 @@ def test_dump_over_ssh_equals_local_dump(sshd, vmcore, vmcore_segments, local_du
     proc = run_save(str(vmcore), sshd.url(str(dumps)), *ssh_options(sshd), check=True)
     assert "Traceback" not in proc.stderr
     directory = only_dump_dir(dumps)
-    assert [p.name for p in directory.iterdir()] == ["vmcore"]
+    assert dump_files(directory) == ["vmcore", "vmcore-triage.json", "vmcore-triage.txt", "vmcore.manifest.json"]
     assert directory.stat().st_mode & 0o777 == 0o700
     assert (directory / "vmcore").stat().st_mode & 0o777 == 0o600
     assert (directory / "vmcore").read_bytes() == local_dump
@@ -194,6 +195,22 @@ def test_link_cut_three_times_resumes_to_identical_dump(sshd, vmcore, vmcore_seg
     dump = only_dump_dir(dumps) / "vmcore"
     assert dump.read_bytes() == local_dump
     check_kdump(str(dump), expected_memory(vmcore_segments), PAGE_SIZE)
+    verified = run_save("--verify", str(dump))
+    assert verified.returncode == 0 and "intact" in verified.stdout, verified
+
+
+def test_a_byte_flipped_on_the_ssh_server_is_found_and_its_range_named(sshd, vmcore, tmp_path):
+    dumps = tmp_path / "dumps"
+    run_save(str(vmcore), sshd.url(str(dumps)), *ssh_options(sshd), "--quiet", check=True)
+    dump = only_dump_dir(dumps) / "vmcore"
+    with open(dump, "r+b") as f:  # as a failing disk on the server would
+        f.seek(6_000_000)
+        byte = f.read(1)
+        f.seek(6_000_000)
+        f.write(bytes([byte[0] ^ 0x40]))
+    proc = run_save("--verify", str(dump.parent))
+    assert proc.returncode == 1 and "DAMAGED: bytes 4194304-" in proc.stdout, proc
+    assert proc.stdout.count("\n") == 1
 
 
 def check_incomplete(path: Path, segments: list[SegmentSpec]) -> int:
@@ -221,7 +238,11 @@ def test_link_lost_for_good_leaves_readable_incomplete_dump(sshd, vmcore, vmcore
     assert proc.returncode == 3, proc.stderr
     assert "gave up after 2 reconnect attempt(s)" in proc.stderr and "Traceback" not in proc.stderr
     directory = only_dump_dir(dumps)
-    assert [p.name for p in directory.iterdir()] == ["vmcore-incomplete"]
+    # The manifest's space was taken at the start; the link was gone before it could be written.
+    assert dump_files(directory) == ["vmcore-incomplete", "vmcore-incomplete.manifest.json", "vmcore-triage.json",
+                                     "vmcore-triage.txt"]
+    proc = run_save("--verify", str(directory))
+    assert proc.returncode == 2 and "stopped before it wrote the manifest" in proc.stderr, proc
     saved = check_incomplete(directory / "vmcore-incomplete", vmcore_segments)
     assert 0 < saved < len(expected_memory(vmcore_segments))
 
@@ -231,7 +252,12 @@ def test_server_disk_full_leaves_readable_incomplete_dump(sshd, vmcore, vmcore_s
     assert proc.returncode == 3, proc.stderr
     assert "INCOMPLETE" in proc.stderr and "No space left" in proc.stderr and "Traceback" not in proc.stderr
     directory = only_dump_dir(small_tmpfs)
-    assert [p.name for p in directory.iterdir()] == ["vmcore-incomplete"]
+    assert dump_files(directory) == ["vmcore-incomplete", "vmcore-incomplete.manifest.json", "vmcore-triage.json",
+                                     "vmcore-triage.txt"]
+    manifest = json.loads((directory / "vmcore-incomplete.manifest.json").read_bytes())
+    assert manifest["complete"] is False
+    verified = run_save("--verify", str(directory))
+    assert verified.returncode == 0 and "INCOMPLETE" in verified.stdout, verified
     # SFTP cannot reserve space, so the page descriptors past the cut are holes; drgn maps the
     # file, and a hole read through a mapping on a full tmpfs is SIGBUS: read a copy.
     dump = shutil.copy(directory / "vmcore-incomplete", tmp_path / "vmcore-incomplete")
@@ -243,7 +269,10 @@ def test_server_without_sftp_gets_flattened_stream(sshd_without_sftp, vmcore, lo
     proc = run_save(str(vmcore), sshd_without_sftp.url(str(dumps)), *ssh_options(sshd_without_sftp), check=True)
     assert "vmcore-rearrange vmcore.flat vmcore" in proc.stderr
     directory = only_dump_dir(dumps)
-    assert [p.name for p in directory.iterdir()] == ["vmcore.flat"]
+    assert dump_files(directory) == ["vmcore-triage.json", "vmcore-triage.txt", "vmcore.flat",
+                                     "vmcore.flat.manifest.json"]
+    verified = run_save("--verify", str(directory))
+    assert verified.returncode == 0 and "intact" in verified.stdout, verified
     assert (directory / "vmcore.flat").stat().st_mode & 0o777 == 0o600
     rebuilt = tmp_path / "rebuilt"
     subprocess.run([sys.executable, "-c", "import sys; from collector.cli import rearrange_main; "
