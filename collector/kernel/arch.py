@@ -24,8 +24,9 @@ class Architecture(Protocol):
     def vmcoreinfo_repairs(self, info: VmcoreInfo) -> list[tuple[str, str, str]]:
         """(key, value, where it comes from) for missing VMCOREINFO lines that can be restored."""
 
-    def PageTables(self, image: MemoryImage, info: VmcoreInfo) -> KernelMemory:  # noqa: N802 (a class)
-        """Translation through the crashed kernel's page tables; TranslationError if impossible."""
+    def PageTables(self, image: MemoryImage, info: VmcoreInfo) -> KernelMemory:
+        """The module's KernelMemory class: translation through the crashed kernel's page
+        tables; TranslationError if VMCOREINFO lacks what it needs."""
 
 
 ARCHITECTURES: dict[int, Architecture] = {elf.EM_X86_64: x86_64}
