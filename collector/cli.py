@@ -13,13 +13,12 @@ from typing import NoReturn
 
 from . import console
 from .capture.paths import CONFIG_PATH
-from .errors import CollectorError
+from .errors import EXIT_OK, CollectorError
 from .pipeline.compression import FAST_LEVEL, METHODS
 from .progress import PROGRAM
 from .savejob import (
     DEFAULT_DEST,
     DEFAULT_VMCORE,
-    EXIT_OK,
     FORMATS,
     LOG_NAME,
     MAX_THREADS,

@@ -7,17 +7,16 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TextIO
 
-from .errors import CollectorError
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, CollectorError
 
-EXIT_FAILED = 1
-EXIT_INTERRUPTED = 130
 DEBUG_ENV = "VMCORE_SAVE_DEBUG"
 
 
-def say(program: str, text: str) -> None:
-    """One whole line on standard error, flushed at once (progress and errors interleave)."""
-    print(f"{program}: {text}", file=sys.stderr, flush=True)
+def say(program: str, text: str, stream: TextIO | None = None) -> None:
+    """One whole line on ``stream`` (standard error), flushed at once (progress and errors interleave)."""
+    print(f"{program}: {text}", file=sys.stderr if stream is None else stream, flush=True)
 
 
 def guarded(program: str, call: Callable[[], int]) -> int:

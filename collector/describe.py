@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import fastcopy
+from .errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE
 from .formats.kdump import KdumpFile
 from .open_dump import FileKind, file_kind
 from .source.vmcore import Vmcore
 
 # --info's exit status: whether the file holds every page it says it holds.
-INFO_COMPLETE, INFO_UNREADABLE, INFO_INCOMPLETE = 0, 2, 3
+INFO_COMPLETE, INFO_UNREADABLE, INFO_INCOMPLETE = EXIT_OK, EXIT_USAGE, EXIT_INCOMPLETE
 
 
 @dataclass(frozen=True)

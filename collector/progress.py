@@ -6,6 +6,8 @@ import sys
 import time
 from typing import Protocol, TextIO
 
+from .console import say
+
 PROGRAM = "vmcore-save"
 
 
@@ -59,8 +61,8 @@ class LineProgress:
         else:
             remaining = (self.total - self.done) / (self.done / elapsed) if self.done else 0
             tail = f"ETA {format_duration(remaining)}"
-        print(f"{PROGRAM}: {self.phase} {percent:5.1f}%  {rate:8.1f} MB/s  {tail}", file=self.stream, flush=True)
+        say(PROGRAM, f"{self.phase} {percent:5.1f}%  {rate:8.1f} MB/s  {tail}", self.stream)
 
     def message(self, text: str) -> None:
         if not self.quiet:
-            print(f"{PROGRAM}: {text}", file=self.stream, flush=True)
+            say(PROGRAM, text, self.stream)

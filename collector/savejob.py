@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import console, fastcopy
-from .errors import CollectorError, TargetUnreachable
+from .errors import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, CollectorError, TargetUnreachable
 from .formats import flat
 from .formats.elfcore import write_elf
 from .formats.kdump import TARGET_FULL_ERRNOS, DumpResult, KdumpLayout, write_kdump
@@ -49,7 +49,6 @@ from .targets.local import OutputFile, Retention, check_output
 if TYPE_CHECKING:
     from .kernel.triage import Triage
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
 DEFAULT_VMCORE = "/proc/vmcore"
 DEFAULT_DEST = "/var/crash"
 LOG_NAME, LOG_INCOMPLETE_NAME = "vmcore-dmesg.txt", "vmcore-dmesg-incomplete.txt"

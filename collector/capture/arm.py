@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from .. import console
-from ..errors import CollectorError
+from ..errors import EXIT_FAILED, EXIT_OK, CollectorError
 from . import config as configuration
 from . import mounts
 
@@ -136,22 +136,22 @@ def _main(argv: list[str]) -> int:
              f"{report.python_files} Python modules, kernel modules: {' '.join(report.kernel_modules) or 'none'})")
         for asked, landed in zip(loaded.targets, report.targets):
             _say(f"target {asked.describe()}: the capture kernel saves to {lands_on(landed)}")
-        return 0
+        return EXIT_OK
     if args.command == "arm":
         initrd = Path(args.initrd) if args.initrd else _fresh_default_image(args)
         kernel = Path(args.kernel or f"/boot/vmlinuz-{os.uname().release}")
         command_line = arm(kernel, initrd, args.append, kexec_file=not args.kexec_load)
         _say(f"armed: capture kernel {kernel}, initramfs {initrd}, command line: {command_line}")
-        return 0
+        return EXIT_OK
     if args.command == "disarm":
         _kexec(["-p", "-u"])
         _say("disarmed: no capture kernel loaded")
-        return 0
+        return EXIT_OK
     return status(args)
 
 
 def _say(text: str) -> None:
-    print(f"{PROGRAM}: {text}", file=sys.stderr, flush=True)
+    console.say(PROGRAM, text)
 
 
 def _load_config(args: argparse.Namespace) -> configuration.Config:
@@ -498,7 +498,7 @@ def status(args: argparse.Namespace) -> int:
         loaded = _load_config(args)
     except CollectorError as e:
         line(False, f"config: {e}")
-        return 1
+        return EXIT_FAILED
     config_name = args.kdump_conf or args.config
     line(True, f"config: {config_name} valid, {len(loaded.targets)} target(s), "
          f"final_action {loaded.final_action}, failure_action {loaded.failure_action}")
@@ -511,7 +511,7 @@ def status(args: argparse.Namespace) -> int:
         landed = image_config(image).targets if image.exists() else mounts.with_landing_disks(loaded).targets
     except CollectorError as e:
         line(False, f"targets: {e}")
-        return 1
+        return EXIT_FAILED
     if len(landed) != len(loaded.targets):
         line(False, f"initramfs: built for {len(landed)} target(s), {config_name} has {len(loaded.targets)}: "
              f"rebuild it ({PROGRAM} build-initramfs)")
@@ -522,7 +522,7 @@ def status(args: argparse.Namespace) -> int:
         reason = target_reachable(target)
         line(reason is None, f"target {wanted.describe()}: the capture kernel saves to {lands_on(target)}: "
              + ("reachable" if reason is None else reason))
-    return 1 if problems else 0
+    return EXIT_FAILED if problems else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -12,12 +12,11 @@ import functools
 import os
 import resource
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from .. import console, progress, savejob
-from ..errors import CollectorError
+from ..errors import EXIT_FAILED, EXIT_OK, EXIT_SHELL, EXIT_USAGE, CollectorError
 from ..targets import SshOptions
 from . import config as configuration
 
@@ -25,19 +24,18 @@ PROGRAM = "vmcore-collector"
 VMCORE = "/proc/vmcore"
 MOUNT_ROOT = "/run/vmcore-collector"
 UDHCPC_SCRIPT = "/usr/lib/vmcore-collector/udhcpc-script"
-EXIT_SHELL = 75  # tells /init to start the emergency shell
 _ACTION_COMMANDS = {"reboot": ["reboot", "-f"], "halt": ["halt", "-f"], "poweroff": ["poweroff", "-f"]}
 
 
 class TargetNotReady(CollectorError):
     """A target could not be brought up (device, network, mount); the next one is tried."""
 
-    exit_code = 1
+    exit_code = EXIT_FAILED
 
 
 def say(text: str) -> None:
     """One whole line on the console."""
-    print(f"{PROGRAM}: {text}", file=sys.stderr, flush=True)
+    console.say(PROGRAM, text)
 
 
 def save_configured(config: configuration.Config) -> int:
@@ -48,7 +46,7 @@ def save_configured(config: configuration.Config) -> int:
     for hook in config.pre_hooks:
         _run_hook("pre_hook", hook, [])
     mounts: list[str] = []
-    status = 1
+    status = EXIT_FAILED
     try:
         for index, target in enumerate(config.targets):
             try:
@@ -58,7 +56,7 @@ def save_configured(config: configuration.Config) -> int:
                 continue
             say(f"saving to {target.describe()}")
             status = console.guarded(progress.PROGRAM, functools.partial(_save, config, destination))
-            if status == 0:
+            if status == EXIT_OK:
                 break
             say(f"target {target.describe()} failed (vmcore-save status {status})")
     finally:
@@ -185,7 +183,7 @@ def run_action(action: str) -> int:
     os.sync()
     subprocess.run(_ACTION_COMMANDS[action])
     time.sleep(5)  # the kernel stops us while we wait
-    return 1
+    return EXIT_FAILED
 
 
 def _uptime() -> str:
@@ -211,20 +209,20 @@ def main() -> int:
     # /proc/vmcore exists only in a capture kernel: anywhere else this must do nothing at all.
     if not os.path.exists(VMCORE):
         say(f"refusing: no {VMCORE}, this is not a capture kernel (use vmcore-save to save by hand)")
-        return 2
+        return EXIT_USAGE
     try:
         config = configuration.load()
     except CollectorError as e:
         say(f"error: {e}")
-        return 1  # /init then runs the failure_action the image was built with
+        return EXIT_FAILED  # /init then runs the failure_action the image was built with
     say(f"collector started after {_uptime()} s; targets: {'; '.join(t.describe() for t in config.targets)}")
     try:
         status = save_configured(config)
     except Exception as e:  # whatever happens, the configured action must still run
         say(f"error: {type(e).__name__}: {e}")
-        status = 1
+        status = EXIT_FAILED
     say(_memory_report())
-    if status == 0:
+    if status == EXIT_OK:
         say("dump saved")
         return run_action(config.final_action)
     say(f"no complete dump saved; failure_action {config.failure_action}")
