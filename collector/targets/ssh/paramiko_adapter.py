@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import abc
 import threading
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING
 
 import paramiko
 
@@ -40,7 +40,7 @@ from paramiko.sftp_attr import SFTPAttributes
 
 __all__ = ["CMD_CLOSE", "CMD_EXTENDED", "CMD_HANDLE", "CMD_OPEN", "CMD_STATUS", "CMD_WRITE",
            "SFTP_FLAG_CREATE", "SFTP_FLAG_READ", "SFTP_FLAG_TRUNC", "SFTP_FLAG_WRITE", "SFTP_OK",
-           "PACKET_MARGIN", "ReplyReceiver", "RequestArgument", "SFTPAttributes", "SftpSession",
+           "PACKET_MARGIN", "ReplyReceiver", "SFTPAttributes", "SftpSession",
            "exit_status_within", "int64"]
 
 # Hook: Channel._wait_for_send_window keeps every SSH packet this many bytes under the peer's
@@ -48,9 +48,12 @@ __all__ = ["CMD_CLOSE", "CMD_EXTENDED", "CMD_HANDLE", "CMD_OPEN", "CMD_STATUS", 
 # must leave it out.
 PACKET_MARGIN = 64
 
-# What _async_request packs, by type: int64 as 8 bytes, int as 4, SFTPAttributes by its _pack,
-# anything else as an SSH string.
-RequestArgument: TypeAlias = int64 | int | SFTPAttributes | bytes | str
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    # What _async_request packs, by type: int64 as 8 bytes, int as 4, SFTPAttributes by its
+    # _pack, anything else as an SSH string.
+    RequestArgument: TypeAlias = int64 | int | SFTPAttributes | bytes | str
 
 
 class ReplyReceiver(abc.ABC):
