@@ -32,6 +32,7 @@ TRIAGE_JSON, TRIAGE_TXT = "vmcore-triage.json", "vmcore-triage.txt"
 TRIAGE_FORMAT = "vmcore-triage 1"
 TOP_FRAMES = 5          # call-trace functions that go into the signature
 SIGNATURE_HEX = 16      # hex digits of SHA-256 kept: 64 bits, no collision in any fleet's crashes
+REPORT_HEAD_LINES = 8   # an oops's lines before "Oops:" (#PF, PGD): its "BUG:" line is this close
 MAX_TRACE_LINES = 64    # a trace longer than this is damage or recursion: the rest is left out
 
 # struct elf_prstatus_common (include/linux/elfcore.h), the same on every 64-bit kernel.
@@ -163,6 +164,11 @@ def parse_log(log: str) -> CrashReport:
     panic = texts[panic_at].strip() if panic_at is not None else None
     generic = panic_at is None or _PANIC.search(texts[panic_at]).group(1).strip() in _GENERIC_PANICS  # type: ignore[union-attr]
     oops_at = _last(texts[:panic_at] if panic_at is not None else texts, lambda t: _OOPS.match(t) is not None)
+    while oops_at is not None:  # a report's first line: "BUG: ..." comes a few lines before its "Oops: ..."
+        earlier = next((i for i in range(max(0, oops_at - REPORT_HEAD_LINES), oops_at) if _OOPS.match(texts[i])), None)
+        if earlier is None:
+            break
+        oops_at = earlier
     oops = texts[oops_at].strip() if oops_at is not None and generic else None
     start = oops_at if oops is not None else panic_at
     if start is None:
