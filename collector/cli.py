@@ -23,10 +23,10 @@ from .savejob import (
     LOG_NAME,
     MAX_THREADS,
     SaveOptions,
-    parse_size,
     print_report,
     save,
 )
+from .sizes import parse_size
 from .targets import SshOptions
 from .targets.local import OutputFile, check_output
 

@@ -16,7 +16,6 @@ both build a SaveOptions and call save(); this module owns the rules:
 from __future__ import annotations
 
 import os
-import re
 import stat
 import sys
 import time
@@ -165,14 +164,6 @@ class _Attempt:
     result: DumpResult
     path: str
     format: str
-
-
-def parse_size(text: str, option: str = "--min-free") -> int:
-    """Bytes from ``123``, ``64K``, ``512M``, ``2G``, ``1T`` (powers of 1024)."""
-    match = re.fullmatch(r"(\d+)([KMGT]?)", text.strip().upper())
-    if match is None:
-        raise CollectorError(f"{option} {text!r} is not a size (use e.g. 512M or 2G)")
-    return int(match.group(1)) << (10 * " KMGT".index(match.group(2) or " "))
 
 
 def save(options: SaveOptions, say: Notice = notice) -> Outcome:

@@ -44,6 +44,7 @@ from pathlib import Path
 from ..errors import CollectorError
 from ..pipeline.compression import LEVEL_RANGES, METHODS
 from ..scan.dump_level import MAX_DUMP_LEVEL
+from ..sizes import parse_size
 from .paths import CONFIG_PATH
 
 TARGET_KINDS = ("disk", "ssh", "nfs", "path", "ram")
@@ -246,8 +247,6 @@ def _validated(config: Config, name: str) -> Config:
         (config.threads >= 1, "threads must be at least 1"),
         (config.wait_seconds >= 1, "wait_seconds must be at least 1"),
         (config.keep_dumps is None or config.keep_dumps >= 1, "keep_dumps must be at least 1 (the new dump)"),
-        (not config.min_free or _is_size(config.min_free),
-         f"min_free {config.min_free!r} is not a size like 512M or 2G"),
         (config.failure_action in FAILURE_ACTIONS,
          f"failure_action {config.failure_action!r} is not one of {', '.join(FAILURE_ACTIONS)}"),
         (config.final_action in FINAL_ACTIONS,
@@ -260,11 +259,12 @@ def _validated(config: Config, name: str) -> Config:
     for ok, message in checks:
         if not ok:
             raise ConfigError(f"{name}: {message}")
+    if config.min_free:
+        try:
+            parse_size(config.min_free, "min_free")
+        except CollectorError as e:
+            raise ConfigError(f"{name}: {e}") from None
     return config
-
-
-def _is_size(text: str) -> bool:
-    return re.fullmatch(r"\d+[KMGT]?", text.strip().upper()) is not None
 
 
 def render(config: Config) -> str:

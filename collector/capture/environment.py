@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .. import console, progress, savejob
 from ..errors import EXIT_FAILED, EXIT_OK, EXIT_SHELL, EXIT_USAGE, CollectorError
+from ..sizes import parse_size
 from ..targets import SshOptions
 from . import config as configuration
 
@@ -74,7 +75,7 @@ def save_options(config: configuration.Config, destination: str) -> savejob.Save
         vmcore=VMCORE, dests=(destination,), dump_level=config.dump_level, compress=config.compress,
         level=None if config.compress == "none" else config.compress_level, threads=config.threads,
         keep_dumps=config.keep_dumps,
-        min_free=savejob.parse_size(config.min_free, "min_free") if config.min_free else 0,
+        min_free=parse_size(config.min_free, "min_free") if config.min_free else 0,
         ssh=SshOptions(key_file=config.ssh_key, known_hosts=config.known_hosts))
 
 
