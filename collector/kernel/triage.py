@@ -270,8 +270,8 @@ def _from_log(t: Triage, report: CrashReport, no_log: str | None) -> None:
     reasons = {
         "uptime_seconds": no_log or "no timestamped record in the kernel log",
         "panic": no_log or "no 'Kernel panic - not syncing' line in the kernel log",
-        "oops": ("not looked for: the panic line names its reason (an oops is the reason only before "
-                 "a 'Fatal exception' panic)" if t.panic else no_report),
+        "oops": ("not looked for: the panic line names its own reason; only a 'Fatal exception' panic "
+                 "takes an oops's" if t.panic else no_report),
         "taint": "no 'CPU: N PID: P Comm: X' line after the crash report" if found else no_report,
         "call_trace": "no 'Call Trace:' after the crash report" if found else no_report,
         "cpu": "no 'CPU: N PID: P Comm: X' line after the crash report" if found else no_report,
