@@ -246,6 +246,38 @@ def span_end(const uint8_t[::1] bitmap, Py_ssize_t start, Py_ssize_t end, Py_ssi
     return bit
 
 
+def span_end_within(const uint8_t[::1] selected, const uint8_t[::1] kept, Py_ssize_t start,
+                    Py_ssize_t end, Py_ssize_t max_set):
+    """Like span_end over ``selected`` (a subset of ``kept``), but the span also ends before a
+    kept page that is not selected: from its first selected page on, [start, span_end) holds
+    no such page, so its pages' descriptors are neighbours in the dump."""
+    cdef Py_ssize_t bit = start, seen = 0, in_byte
+    cdef uint8_t sel
+    with nogil:
+        while bit < end and not bit_set(selected, bit):
+            if bit & 7 == 0 and bit + 8 <= end and selected[bit >> 3] == 0:
+                bit += 8
+            else:
+                bit += 1
+        while bit < end:
+            if bit & 7 == 0 and bit + 8 <= end:
+                sel = selected[bit >> 3]
+                in_byte = __builtin_popcount(sel)
+                if kept[bit >> 3] & ~sel == 0 and seen + in_byte < max_set:
+                    seen += in_byte
+                    bit += 8
+                    continue
+            if bit_set(selected, bit):
+                seen += 1
+                if seen == max_set:
+                    bit += 1
+                    break
+            elif bit_set(kept, bit):
+                break
+            bit += 1
+    return bit
+
+
 def count_bits(const uint8_t[::1] bitmap, Py_ssize_t start, Py_ssize_t end):
     """Number of set bits in [start, end) of an LSB-first bitmap."""
     cdef Py_ssize_t bit = start, total = 0
@@ -299,7 +331,7 @@ cdef inline bint flag(uint64_t flags, int64_t bit) noexcept nogil:
 
 def classify_pages(const uint8_t[::1] pages, Py_ssize_t npages, const int64_t[::1] p,
                    uint8_t[::1] bitmap, Py_ssize_t first_bit, uint64_t first_pfn,
-                   int64_t[::1] counts):
+                   int64_t[::1] counts, uint8_t[::1] slab_bits):
     """Clear the bits of excluded pages among ``npages`` struct pages (pfn first_pfn + i is
     bit first_bit + i of bitmap) and add the cleared pages to counts[class].
 
@@ -307,6 +339,8 @@ def classify_pages(const uint8_t[::1] pages, Py_ssize_t npages, const int64_t[::
     blocks and unaccepted memory (free); cache without private; all cache; user data; at every
     level hwpoison pages (reading them can machine-check) and logically offline pages.
     counts[COUNT_BAD_ORDER] counts buddy blocks whose order is implausible (kept).
+    Kept slab pages (a slab's head and its tails) get their bit set in ``slab_bits`` (laid out
+    as ``bitmap``) unless it is empty: the dump writes them early (scan/value.py).
     """
     cdef Py_ssize_t size = p[P_SIZE], i = 0, j, end, bit, nr
     cdef int64_t level = p[P_LEVEL], order, cls
@@ -373,6 +407,11 @@ def classify_pages(const uint8_t[::1] pages, Py_ssize_t npages, const int64_t[::
                   and mapcount == <uint32_t>p[P_OFFLINE]):
                 cls = C_OFFLINE
             if cls == C_KEEP:
+                if slab and not head & 1 and slab_bits.shape[0]:
+                    end = i + nr if i + nr <= npages else npages
+                    for j in range(i, end):
+                        bit = first_bit + j
+                        slab_bits[bit >> 3] |= 1 << (bit & 7)
                 i += 1
                 continue
             end = i + nr

@@ -149,6 +149,25 @@ def span_end(bitmap: Bytes, start: int, end: int, max_set: int) -> int:
     return end
 
 
+def span_end_within(selected: Bytes, kept: Bytes, start: int, end: int, max_set: int) -> int:
+    """Like span_end over ``selected`` (a subset of ``kept``), but the span also ends before a
+    kept page that is not selected: from its first selected page on, [start, span_end) holds
+    no such page, so its pages' descriptors are neighbours in the dump."""
+    bit = start
+    while bit < end and not selected[bit >> 3] >> (bit & 7) & 1:
+        bit += 1
+    seen = 0
+    while bit < end:
+        if selected[bit >> 3] >> (bit & 7) & 1:
+            seen += 1
+            if seen == max_set:
+                return bit + 1
+        elif kept[bit >> 3] >> (bit & 7) & 1:
+            return bit
+        bit += 1
+    return end
+
+
 def count_bits(bitmap: Bytes, start: int, end: int) -> int:
     """Number of set bits in [start, end) of an LSB-first bitmap."""
     return sum((bitmap[bit >> 3] >> (bit & 7)) & 1 for bit in range(start, end))
@@ -171,7 +190,7 @@ def bit_runs(bitmap: Bytes, start: int, end: int) -> list[tuple[int, int]]:
 
 
 def classify_pages(pages: Bytes, npages: int, p: Words, bitmap: WritableBytes, first_bit: int, first_pfn: int,
-                   counts: Words) -> None:
+                   counts: Words, slab_bits: WritableBytes) -> None:
     """Clear the bits of excluded pages among ``npages`` struct pages (pfn first_pfn + i is
     bit first_bit + i of bitmap) and add the cleared pages to counts[class].
 
@@ -179,6 +198,8 @@ def classify_pages(pages: Bytes, npages: int, p: Words, bitmap: WritableBytes, f
     blocks and unaccepted memory (free); cache without private; all cache; user data; at every
     level hwpoison pages (reading them can machine-check) and logically offline pages.
     counts[COUNT_BAD_ORDER] counts buddy blocks whose order is implausible (kept).
+    Kept slab pages (a slab's head and its tails) get their bit set in ``slab_bits`` (laid out
+    as ``bitmap``) unless it is empty: the dump writes them early (scan/value.py).
     """
     q = {name: p[index] for name, index in PARAM_INDEX.items()}
     size, level = q["struct_size"], q["dump_level"]
@@ -243,6 +264,9 @@ def classify_pages(pages: Bytes, npages: int, p: Words, bitmap: WritableBytes, f
         elif q["offline_value"] >= 0 and not flag(flags, q["pg_slab"]) and mapcount == q["offline_value"]:
             cls = CLASS_OFFLINE
         if cls is None:
+            if slab and not head & 1 and len(slab_bits):
+                for bit in range(first_bit + i, first_bit + min(i + nr, npages)):
+                    slab_bits[bit >> 3] |= 1 << (bit & 7)
             i += 1
             continue
         end = min(i + nr, npages)

@@ -33,6 +33,7 @@ impl, COMPILED = _load()
 PageEncoder = impl.PageEncoder
 kdump_descs = impl.kdump_descs
 span_end = impl.span_end
+span_end_within = impl.span_end_within
 clear_zero_pages = impl.clear_zero_pages
 count_bits = impl.count_bits
 bit_runs = impl.bit_runs

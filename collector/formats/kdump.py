@@ -5,7 +5,8 @@ File layout, in blocks of block_size (= page size):
   block 1..          kdump_sub_header, then the vmcore's PT_NOTE bytes (sub_hdr_size blocks)
   bitmap_blocks      1st bitmap (pfn present) then 2nd bitmap (pfn dumpable), equal halves
   page_desc_t[]      one per set bit of the 2nd bitmap, pfn order
-  page data          shared zero page first (dump level bit 1), then pages in pfn order
+  page data          shared zero page first (dump level bit 1), then pages in order of value
+                     (scan/value.py: what a dump cut short needs most goes first)
 
 The writer takes the page pipeline's encoded spans and emits their descriptors and data; it
 knows nothing of how pages were read or compressed.
@@ -25,10 +26,11 @@ from typing import Any
 from .. import fastcopy
 from ..errors import InputError
 from ..pipeline.compression import PAGE_FLAGS
-from ..pipeline.pages import EncodedSpan, PageCompressor, PagePipeline
+from ..pipeline.pages import EncodedSpan, PageCompressor, PagePipeline, ranked_spans
 from ..progress import Progress
 from ..scan.classify import PageClassifier, PageCounts
 from ..scan.dump_level import DL_ZERO
+from ..scan.value import page_order
 from ..sink import Sink
 from ..source.structs import Record
 from ..source.vmcore import Vmcore
@@ -143,7 +145,9 @@ def write_kdump(sink: Sink, vmcore: Vmcore, classifier: PageClassifier, compress
         # Pass 1: both bitmaps; the 2nd fixes how many descriptors precede the page data.
         progress.start("bitmaps", layout.max_mapnr, ps)
         ndump = 0
+        window_ranks = []  # kept pages before each window: where its descriptors start
         for start, end in classifier.windows():
+            window_ranks.append(ndump)
             present = classifier.present_bitmap(start, end)
             dumpable = classifier.dumpable_bitmap(start, end, result.counts)
             sink.write_at(layout.bitmap1_offset + start // 8, present)
@@ -166,15 +170,17 @@ def write_kdump(sink: Sink, vmcore: Vmcore, classifier: PageClassifier, compress
     result.phases["bitmaps"] = time.monotonic() - started
 
     started = time.monotonic()
-    writer = _PageDataWriter(sink, layout.descs_offset, data_offset, zero_offset, ps, compressor.page_flag)
+    order = page_order(vmcore)
+    result.phases["order"] = time.monotonic() - started
+    started = time.monotonic()
+    writer = _PageDataWriter(sink, data_offset, zero_offset, ps, compressor.page_flag)
     pipeline = PagePipeline(vmcore.memory, compressor, detect_zero=bool(dump_level & DL_ZERO))
     progress.start("pages", ndump, ps)
     try:
-        for start, end in classifier.windows():
-            for span in pipeline.spans(start, end, classifier.dumpable_bitmap(start, end)):
-                result.counts.zero += span.nzero
-                writer.add(span)
-                progress.update(writer.pages)
+        for rank, span in ranked_spans(pipeline, classifier, order, window_ranks):
+            result.counts.zero += span.nzero
+            writer.add(span, layout.descs_offset + rank * PAGE_DESC.size)
+            progress.update(writer.pages)
         writer.flush()
     except OSError as e:
         if e.errno not in TARGET_FULL_ERRNOS:
@@ -193,13 +199,13 @@ def write_kdump(sink: Sink, vmcore: Vmcore, classifier: PageClassifier, compress
 
 
 class _PageDataWriter:
-    """Appends page data and descriptors; descriptors are written only after their data, so a
-    dump cut short never has a descriptor pointing at data that is not there."""
+    """Appends page data and places descriptors (by rank, scan/value.py's order); descriptors
+    are written only after their data, so a dump cut short never has a descriptor pointing at
+    data that is not there."""
 
-    def __init__(self, sink: Sink, descs_offset: int, data_offset: int, zero_offset: int | None,
-                 page_size: int, page_flag: int) -> None:
+    def __init__(self, sink: Sink, data_offset: int, zero_offset: int | None, page_size: int,
+                 page_flag: int) -> None:
         self.sink = sink
-        self.desc_offset = descs_offset
         self.data_end = data_offset
         # Zero pages (only found with dump level bit 1) all point at the one stored zero page.
         self.zero_offset = zero_offset or 0
@@ -207,23 +213,30 @@ class _PageDataWriter:
         self.page_size = page_size
         self.page_flag = page_flag
         self.data = bytearray()
-        self.descs = bytearray()
+        self.descs: list[tuple[int, bytearray]] = []  # (file offset, descriptors), not yet written
+        self.desc_bytes = 0
         self.pages = 0            # descriptors produced
         self._pending_stored = 0  # pages with data of their own, not yet flushed
         self.stored_durable = 0   # pages with data of their own whose descriptor is written
 
-    def add(self, span: EncodedSpan) -> None:
-        if span.nzero == span.count:  # all zeros (common in idle RAM): one repeated descriptor
-            self.descs += self.zero_desc * span.count
+    def add(self, span: EncodedSpan, desc_offset: int) -> None:
+        if self.descs and self.descs[-1][0] + len(self.descs[-1][1]) == desc_offset:
+            descs = self.descs[-1][1]
         else:
-            descs = bytearray(span.count * PAGE_DESC.size)
+            descs = bytearray()
+            self.descs.append((desc_offset, descs))
+        if span.nzero == span.count:  # all zeros (common in idle RAM): one repeated descriptor
+            descs += self.zero_desc * span.count
+        else:
+            packed = bytearray(span.count * PAGE_DESC.size)
             fastcopy.kdump_descs(span.sizes, span.raw, span.count, self.data_end + len(self.data),
-                                 self.zero_offset, self.page_size, self.page_flag, descs)
-            self.descs += descs
+                                 self.zero_offset, self.page_size, self.page_flag, packed)
+            descs += packed
             self.data += span.data
             self._pending_stored += span.count - span.nzero
+        self.desc_bytes += span.count * PAGE_DESC.size
         self.pages += span.count
-        if len(self.data) >= FLUSH_BYTES or len(self.descs) >= FLUSH_BYTES // 16:
+        if len(self.data) >= FLUSH_BYTES or self.desc_bytes >= FLUSH_BYTES // 16 or len(self.descs) >= 1024:
             self.flush()
 
     def flush(self) -> None:
@@ -231,10 +244,10 @@ class _PageDataWriter:
             self.sink.write_at(self.data_end, self.data)
             self.data_end += len(self.data)
             self.data = bytearray()
-        if self.descs:
-            self.sink.write_at(self.desc_offset, self.descs)
-            self.desc_offset += len(self.descs)
-            self.descs = bytearray()
+        for offset, descs in self.descs:
+            self.sink.write_at(offset, descs)
+        self.descs = []
+        self.desc_bytes = 0
         self.stored_durable += self._pending_stored
         self._pending_stored = 0
 
@@ -332,30 +345,33 @@ class KdumpFile:
 
     def _pages_without_data(self) -> int:
         """Dumped pages whose data is not in the file: descriptor past the end of the file or
-        never written (offset 0), or data past the end. Page data follows descriptor order
-        (makedumpfile's and ours), so the scan goes back from the last descriptor only until
-        one whose data is there, other than the first stored page (the shared zero page, which
-        pages of any pfn point at)."""
+        never written (offset 0), or data past the end. A dump its writer finished has its
+        data in descriptor order up to wherever it was cut since, so the scan goes back from
+        the last descriptor only until one whose data is there (other than the shared zero
+        page, which pages of any pfn point at); one the writer marked incomplete has its data in
+        order of value (scan/value.py), so every descriptor is looked at."""
+        written_in_order = not self.header.status & STATUS_INCOMPLETE
         missing, end = 0, self.ndump
         while end > 0:
             start = max(0, end - DESCS_PER_READ)
             for desc in reversed(self._descs(start, end)):
                 if not self._has_data(desc):
                     missing += 1
-                elif desc.offset > self.descs_end:
+                elif written_in_order and desc.offset > self.descs_end:
                     return missing
             end = start
         return missing
 
     def _data_end(self) -> int:
-        """Where the page data should end: past the descriptor that points furthest (in the
-        last read that holds a page other than the first stored one, by descriptor order)."""
+        """Where the page data should end: past the descriptor that points furthest (found as
+        _pages_without_data finds the last page with data)."""
+        written_in_order = not self.header.status & STATUS_INCOMPLETE
         data_end, end = self.descs_end, self.ndump
         while end > 0:
             start = max(0, end - DESCS_PER_READ)
             descs = [desc for desc in self._descs(start, end) if desc.offset != 0]
             data_end = max([data_end, *(desc.offset + desc.size for desc in descs)])
-            if any(desc.offset > self.descs_end for desc in descs):
+            if written_in_order and any(desc.offset > self.descs_end for desc in descs):
                 break
             end = start
         return data_end

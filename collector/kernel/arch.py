@@ -10,6 +10,7 @@ from ..source import elf
 from ..source.vmcoreinfo import VmcoreInfo
 from . import x86_64
 from .memory import KernelMemory, MemoryImage, TranslationError
+from .x86_64 import KernelPages
 
 
 class Architecture(Protocol):
@@ -27,6 +28,12 @@ class Architecture(Protocol):
     def PageTables(self, image: MemoryImage, info: VmcoreInfo) -> KernelMemory:
         """The module's KernelMemory class: translation through the crashed kernel's page
         tables; TranslationError if VMCOREINFO lacks what it needs."""
+
+    def kernel_pages(self, tables: KernelMemory) -> KernelPages:
+        """The kernel's page-table pages and its image's pages by mapping (scan/value.py)."""
+
+    def stack_pages(self, tables: KernelMemory, stack_pointer: int) -> list[int]:
+        """The pfns of the stack that ``stack_pointer`` points into."""
 
 
 ARCHITECTURES: dict[int, Architecture] = {elf.EM_X86_64: x86_64}

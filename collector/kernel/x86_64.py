@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from ..source.elf import Segment
@@ -96,3 +97,72 @@ class PageTables(KernelMemory):
                 return (base & ~(size - 1)) + offset, size - offset
             table = base
         raise AssertionError("unreachable: the PTE level is always a leaf")
+
+
+# What a dump cut short needs first (scan/value.py) --------------------------------------------
+
+PTE_RW = 0x2
+PTE_NX = 1 << 63
+# THREAD_SIZE: 16 KiB (THREAD_SIZE_ORDER 2) unless KASAN doubles it; a CPU's stack pointer
+# lies in one such aligned block (the task's stack, or an IRQ/exception stack).
+THREAD_SIZE = 16 << 10
+# The kernel image's mapping, __START_KERNEL_map + KERNEL_IMAGE_SIZE (1 GiB with KASLR).
+KERNEL_IMAGE_END = START_KERNEL_MAP + (1 << 30)
+
+
+@dataclass
+class KernelPages:
+    """Pages found through the crashed kernel's page tables: the kernel half's page-table pages
+    and the kernel image's pages by how the kernel itself maps them (CONFIG_STRICT_KERNEL_RWX:
+    text executable, rodata read-only, data and bss writable)."""
+
+    tables: list[int] = field(default_factory=list)
+    image_writable: list[int] = field(default_factory=list)
+    image_read_only: list[int] = field(default_factory=list)
+    image_text: list[int] = field(default_factory=list)
+
+
+def kernel_pages(tables: KernelMemory) -> KernelPages:
+    """Walk the kernel half of the top table (the user half is per process and not needed to
+    read the kernel)."""
+    if not isinstance(tables, PageTables):
+        raise TranslationError("not x86_64 page tables")
+    found = KernelPages()
+    shifts = ENTRY_SHIFTS_5_LEVEL[5 - tables.levels:]
+    table_entries = struct.Struct("<512Q")
+
+    def walk(table: int, depth: int, vaddr: int, writable: bool, executable: bool) -> None:
+        found.tables.append(table >> PAGE_SHIFT)
+        entries = table_entries.unpack(tables.memory.read(table, 4096))
+        shift = shifts[depth]
+        for index in range(256 if depth == 0 else 0, 512):
+            entry = entries[index]
+            if not entry & PTE_PRESENT:
+                continue
+            address = vaddr | index << shift
+            if depth == 0:
+                address |= 0xFFFF << 48 if tables.levels == 4 else 0xFF << 56
+            rw, x = writable and bool(entry & PTE_RW), executable and not entry & PTE_NX
+            base = entry & tables.entry_mask
+            if shift == PAGE_SHIFT or (entry & PTE_PSE and shift in (30, 21)):
+                if START_KERNEL_MAP <= address < KERNEL_IMAGE_END:
+                    pages = range(base >> PAGE_SHIFT, (base + (1 << shift)) >> PAGE_SHIFT)
+                    (found.image_text if x else found.image_writable if rw else found.image_read_only).extend(pages)
+                continue
+            if depth + 1 < len(shifts):
+                walk(base, depth + 1, address, rw, x)
+
+    walk(tables.top_table, 0, 0, True, True)
+    return found
+
+
+def stack_pages(tables: KernelMemory, stack_pointer: int) -> list[int]:
+    """The pfns of the THREAD_SIZE block holding ``stack_pointer`` that are mapped."""
+    pfns = []
+    base = stack_pointer & ~(THREAD_SIZE - 1)
+    for vaddr in range(base, base + THREAD_SIZE, 1 << PAGE_SHIFT):
+        try:
+            pfns.append(tables.translate(vaddr)[0] >> PAGE_SHIFT)
+        except TranslationError:
+            pass
+    return pfns

@@ -10,6 +10,7 @@ path: a span's buffers belong to one slot at a time, and the writer is the only 
 
 from __future__ import annotations
 
+import bisect
 import functools
 from array import array
 from collections import deque
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Union
 
 from .. import fastcopy
+from ..scan.classify import PageClassifier
+from ..scan.value import DOWNWARD_PIECE_PFNS, PageClass
 from ..source.vmcore import PhysicalMemory, SourceWindow
 from .compression import DEFAULT_LEVEL, LEVEL_RANGES, METHODS, PAGE_FLAGS
 
@@ -125,16 +128,20 @@ class PagePipeline:
         nslots = compressor.threads + 2 if self._pool is not None else 1
         self._free = [_Slot(compressor, self.page_size) for _ in range(nslots)]
 
-    def spans(self, start: int, end: int, bitmap: bytes | bytearray) -> Iterator[EncodedSpan]:
+    def spans(self, start: int, end: int, bitmap: bytes | bytearray,
+              kept: bytes | bytearray | None = None) -> Iterator[EncodedSpan]:
         """Spans of the pfns in [start, end) whose bit (pfn - start) is set in ``bitmap``
-        (which must not change until the last span is out)."""
+        (which must not change until the last span is out). With ``kept`` (the dumped pages,
+        of which ``bitmap`` selects some), a span's selected pages are neighbours among the
+        kept ones: no kept page that is not selected lies between them."""
         pending: deque[_Job] = deque()
         try:
             for window in self.memory.windows(start, end, bitmap):
                 opened = _OpenWindow(window)
                 bit, stop = window.first_pfn - start, window.first_pfn - start + window.npages
                 while bit < stop:
-                    span_stop = fastcopy.span_end(bitmap, bit, stop, SPAN_PAGES)
+                    span_stop = (fastcopy.span_end(bitmap, bit, stop, SPAN_PAGES) if kept is None
+                                 else fastcopy.span_end_within(bitmap, kept, bit, stop, SPAN_PAGES))
                     while not self._free:  # every slot busy: the oldest span goes to the writer first
                         yield from self._complete(pending.popleft())
                     slot = self._free.pop()
@@ -172,3 +179,62 @@ class PagePipeline:
                               memoryview(slot.raw)[:count], memoryview(slot.data)[:nbytes])
         finally:
             self._free.append(slot)
+
+
+def ranked_spans(pipeline: PagePipeline, classifier: PageClassifier, order: list[PageClass],
+                 window_ranks: list[int]) -> Iterator[tuple[int, EncodedSpan]]:
+    """Every kept page in exactly one span, class by class in ``order`` (scan/value.py), each
+    span with the rank among all kept pages of its first page: where its descriptors go.
+    ``window_ranks[i]``: the kept pages before classifier window i."""
+    windows = classifier.windows()
+    explicit = [cls for cls in order if cls.pfns]
+    every_explicit = [pfn for cls in explicit for pfn in cls.pfns]
+
+    def mask(pfns: list[int] | tuple[int, ...], start: int, end: int) -> int:
+        bits = bytearray((end - start + 7) // 8)
+        for pfn in pfns[bisect.bisect_left(pfns, start):bisect.bisect_left(pfns, end)]:
+            bits[(pfn - start) >> 3] |= 1 << ((pfn - start) & 7)
+        return int.from_bytes(bits, "little")
+
+    all_explicit = sorted(every_explicit)
+    for cls in order:
+        if not (cls.pfns or cls.slab or cls.rest):
+            continue
+        indexes = range(len(windows) - 1, -1, -1) if cls.downward else range(len(windows))
+        for index in indexes:
+            start, end = windows[index]
+            if cls.pfns and not mask(cls.pfns, start, end):
+                continue
+            kept_bytes = classifier.dumpable_bitmap(start, end)
+            kept = int.from_bytes(kept_bytes, "little")
+            if cls.pfns:
+                selected = kept & mask(cls.pfns, start, end)
+            else:
+                slab = int.from_bytes(classifier.slab_bitmap(start, end), "little")
+                others = mask(all_explicit, start, end)
+                selected = (slab if cls.slab else kept & ~slab) & ~others
+            if not selected:
+                continue
+            selected_bytes = selected.to_bytes(len(kept_bytes), "little")
+            piece = DOWNWARD_PIECE_PFNS if cls.downward else end - start
+            starts = range(start, end, piece)
+            for piece_start in reversed(starts) if cls.downward else starts:
+                piece_end = min(piece_start + piece, end)
+                lo, hi = (piece_start - start) // 8, (piece_end - start + 7) // 8
+                yield from _piece_spans(pipeline, piece_start, piece_end, selected_bytes[lo:hi], kept_bytes[lo:hi],
+                                        window_ranks[index] + fastcopy.count_bits(kept_bytes, 0, piece_start - start))
+
+
+def _piece_spans(pipeline: PagePipeline, start: int, end: int, selected: bytes, kept: bytes | bytearray,
+                 rank: int) -> Iterator[tuple[int, EncodedSpan]]:
+    cursor = 0
+    if not fastcopy.count_bits(selected, 0, end - start):
+        return
+    for span in pipeline.spans(start, end, selected, kept):
+        if not span.count:
+            continue
+        first = fastcopy.span_end(selected, span.first_bit, span.first_bit + span.npages, 1) - 1
+        rank += fastcopy.count_bits(kept, cursor, first)
+        yield rank, span
+        rank += span.count
+        cursor = span.first_bit + span.npages

@@ -65,7 +65,7 @@ class PageClassifier:
         self._warned: set[str] = set()
         self.mem_map: SectionMemMap | None = None
         self.params: array | None = None
-        self._cached: dict[tuple[int, int], bytes] = {}
+        self._cached: dict[tuple[int, int], tuple[bytes, bytes]] = {}
         self._cached_bytes = 0
         self._setup_struct_pages(vmcore)
 
@@ -114,12 +114,21 @@ class PageClassifier:
 
         Pages excluded per class are added to ``counts`` when given (once per dump).
         """
+        return bytearray(self._classified(start, end, counts)[0])
+
+    def slab_bitmap(self, start: int, end: int) -> bytes:
+        """Bit set for each kept pfn in [start, end) that is a slab page (struct page says so);
+        no bit set where struct pages are not read."""
+        return self._classified(start, end, None)[1]
+
+    def _classified(self, start: int, end: int, counts: PageCounts | None) -> tuple[bytes, bytes]:
         cached = self._cached.get((start, end))
         if cached is not None:
-            return bytearray(cached)
+            return cached
         bitmap = self.present_bitmap(start, end)
+        slab = bytearray(len(bitmap))
         if self.mem_map is None or self.params is None:
-            return bitmap
+            return bytes(bitmap), bytes(slab)
         class_counts = array("q", bytes(8 * NUM_COUNTS))
         section_pages = self.mem_map.pages_per_section
         for section_start in range(start - start % section_pages, end, section_pages):
@@ -132,7 +141,8 @@ class PageClassifier:
                 self.warn_once(f"{e}: its pages are kept")
                 continue
             try:
-                fastcopy.classify_pages(pages.view, hi - lo, self.params, bitmap, lo - start, lo, class_counts)
+                fastcopy.classify_pages(pages.view, hi - lo, self.params, bitmap, lo - start, lo, class_counts,
+                                        slab)
             finally:
                 pages.close()
         if class_counts[COUNT_BAD_ORDER]:
@@ -140,10 +150,11 @@ class PageClassifier:
                            f"({class_counts[COUNT_BAD_ORDER]} in window {start:#x})")
         if counts is not None:
             counts.add(class_counts)
-        if self._cached_bytes + len(bitmap) <= BITMAP_CACHE_BYTES:
-            self._cached[(start, end)] = bytes(bitmap)
-            self._cached_bytes += len(bitmap)
-        return bitmap
+        result = bytes(bitmap), bytes(slab)
+        if self._cached_bytes + 2 * len(bitmap) <= BITMAP_CACHE_BYTES:
+            self._cached[(start, end)] = result
+            self._cached_bytes += 2 * len(bitmap)
+        return result
 
 
 def _set_bits(bitmap: bytearray, lo: int, hi: int) -> None:
