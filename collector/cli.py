@@ -52,7 +52,7 @@ No arguments and {CONFIG_PATH} present: the configured job.
   --level N              zstd -131072..22, zlib 0..9 [1, as makedumpfile]
   --format FMT           kdump | elf (gdb) | flat (pipes) [kdump]
   --threads N, --fast    threads 1..256 [1]; fast: zstd -3, a thread per CPU
-  -q, --quiet            no progress lines, no summary
+  -q, --quiet; -h, --help  no progress lines, no summary; this text
   --info|--dmesg|--triage FILE [--json]  a vmcore/dump: what|log|why it crashed
   --verify DUMP          check a dump (file or directory) against its manifest
   --dmesg-only           save only {LOG_NAME} into DEST
@@ -63,7 +63,6 @@ No arguments and {CONFIG_PATH} present: the configured job.
   --known-hosts FILE     known_hosts that must hold the server's host key
   --ssh-insecure-accept-host-key   accept an unknown host key (warns)
   --ssh-retries N        reconnect attempts when the link drops [5]
-  -h, --help             this text
 Exit: 0 saved, 1 failed, 2 bad input, 3 saved incomplete but readable.
 """
 

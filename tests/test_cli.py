@@ -32,7 +32,8 @@ def test_dest_gets_a_dated_directory_with_a_private_vmcore(tmp_path, vmcore, vmc
     (dump_dir,) = dest.iterdir()
     assert re.fullmatch(r".+-\d{4}-\d\d-\d\d-\d\d:\d\d:\d\d", dump_dir.name)
     assert stat.S_IMODE(dump_dir.stat().st_mode) == 0o700
-    assert dump_files(dump_dir) == ["vmcore", "vmcore-triage.json", "vmcore-triage.txt"]  # no vmcore-incomplete left
+    assert dump_files(dump_dir) == ["vmcore", "vmcore-triage.json", "vmcore-triage.txt",
+                                     "vmcore.manifest.json"]  # no vmcore-incomplete left
     assert stat.S_IMODE((dump_dir / "vmcore").stat().st_mode) == 0o600
     check_kdump(str(dump_dir / "vmcore"), expected_memory(vmcore_segments), PAGE_SIZE)
     # A second dump of the same minute never overwrites the first.

@@ -285,7 +285,8 @@ def test_dump_directory_gets_the_log_first_then_the_dump(tmp_path):
     proc = run_save(str(vmcore), str(tmp_path / "crash"), "-q")
     assert proc.returncode == 0, proc.stderr
     (dump_dir,) = (tmp_path / "crash").iterdir()
-    assert dump_files(dump_dir) == ["vmcore", "vmcore-dmesg.txt", "vmcore-triage.json", "vmcore-triage.txt"]
+    assert dump_files(dump_dir) == ["vmcore", "vmcore-dmesg.txt", "vmcore-triage.json", "vmcore-triage.txt",
+                                     "vmcore.manifest.json"]
     log = (dump_dir / "vmcore-dmesg.txt").read_text()
     assert log == read_ring(ring) and "line 29" in log
     assert (dump_dir / "vmcore-dmesg.txt").stat().st_mtime_ns <= (dump_dir / "vmcore").stat().st_mtime_ns
@@ -309,7 +310,7 @@ def test_log_failure_is_one_warning_and_the_dump_goes_on(tmp_path):
     warnings = [line for line in proc.stderr.splitlines() if "kernel log" in line]
     assert len(warnings) == 1 and warnings[0].startswith("vmcore-save: warning: kernel log not saved")
     (dump_dir,) = (tmp_path / "crash").iterdir()
-    assert dump_files(dump_dir) == ["vmcore", "vmcore-triage.json", "vmcore-triage.txt"]
+    assert dump_files(dump_dir) == ["vmcore", "vmcore-triage.json", "vmcore-triage.txt", "vmcore.manifest.json"]
     # With --dmesg-only the log is the whole job: one error line, non-zero exit, no directory.
     proc = run_save(str(vmcore), str(tmp_path / "only"), "--dmesg-only")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
@@ -332,7 +333,8 @@ def test_ssh_dump_directory_gets_the_log(tmp_path, sftp):
         server.stop()
     assert proc.returncode == 0, proc.stderr
     (dump_dir,) = dumps.iterdir()
-    assert {p.name for p in dump_dir.iterdir()} == {"vmcore" if sftp else "vmcore.flat", "vmcore-dmesg.txt",
+    dump = "vmcore" if sftp else "vmcore.flat"
+    assert {p.name for p in dump_dir.iterdir()} == {dump, f"{dump}.manifest.json", "vmcore-dmesg.txt",
                                                     "vmcore-triage.json", "vmcore-triage.txt"}
     assert (dump_dir / "vmcore-dmesg.txt").read_text() == read_ring(ring)
 
@@ -416,7 +418,8 @@ def test_dump_directory_of_a_real_crash_gets_log_and_vmcore(crash, crash_log, tm
     proc = run_save(str(crash.path), str(tmp_path / "crash"), "-q")
     assert proc.returncode == 0, proc.stderr
     (dump_dir,) = (tmp_path / "crash").iterdir()
-    assert dump_files(dump_dir) == ["vmcore", "vmcore-dmesg.txt", "vmcore-triage.json", "vmcore-triage.txt"]
+    assert dump_files(dump_dir) == ["vmcore", "vmcore-dmesg.txt", "vmcore-triage.json", "vmcore-triage.txt",
+                                     "vmcore.manifest.json"]
     assert (dump_dir / "vmcore-dmesg.txt").read_text() == crash_log
 
 

@@ -33,7 +33,8 @@ def test_target_full_leaves_readable_incomplete_dump(tmp_path, small_tmpfs, fmt)
     assert proc.returncode == 3, proc.stderr
     assert "INCOMPLETE" in proc.stderr and "Traceback" not in proc.stderr
     (dump_dir,) = small_tmpfs.iterdir()
-    assert dump_files(dump_dir) == ["vmcore-incomplete", "vmcore-triage.json", "vmcore-triage.txt"]
+    assert dump_files(dump_dir) == ["vmcore-incomplete", "vmcore-incomplete.manifest.json", "vmcore-triage.json",
+                                  "vmcore-triage.txt"]
     path = str(dump_dir / "vmcore-incomplete")
     expected = expected_memory(segments)
     prog = drgn_program(path)
@@ -73,7 +74,8 @@ def test_a_dump_cut_short_is_saved_again_on_the_fallback(tmp_path, small_tmpfs):
     assert_lines_say([line], ("dump INCOMPLETE", "No space left on device", f"{cut_dir}/vmcore-incomplete",
                               f"saving it again to {fallback}"))
     # kept: it may be all there is
-    assert dump_files(cut_dir) == ["vmcore-incomplete", "vmcore-triage.json", "vmcore-triage.txt"]
+    assert dump_files(cut_dir) == ["vmcore-incomplete", "vmcore-incomplete.manifest.json", "vmcore-triage.json",
+                                  "vmcore-triage.txt"]
     assert not KdumpFile.open(str(cut_dir / "vmcore-incomplete")).complete
     (saved_dir,) = fallback.iterdir()
     assert saved_dir.name == cut_dir.name

@@ -160,13 +160,16 @@ def test_dump_over_nfs_equals_the_host_dump_of_the_same_vmcore(guest_runs: Guest
     assert rc == 0, f"{err}\n{guest_runs.context()}"
     (dump_dir,) = guest_runs.export_dir.iterdir()
     assert DUMP_DIR_NAME.fullmatch(dump_dir.name)
-    assert dump_files(dump_dir) == ["vmcore", "vmcore-dmesg.txt", "vmcore-triage.json", "vmcore-triage.txt"]
+    assert dump_files(dump_dir) == ["vmcore", "vmcore-dmesg.txt", "vmcore-triage.json", "vmcore-triage.txt",
+                                     "vmcore.manifest.json"]
     # Messages name the dump where it stays, not the capture kernel's temporary mount point.
     assert f"saved nfs://10.0.2.2/export/{dump_dir.name}/vmcore " in err
     over_nfs = dump_dir / "vmcore"
     on_host = tmp_path / "host.kdump"
     run_save(str(guest_runs.capture.outdir / "vmcore"), "--output", str(on_host), "-d", "31", check=True)
     assert over_nfs.read_bytes() == on_host.read_bytes()
+    verified = run_save("--verify", str(dump_dir))  # the manifest written over NFS matches
+    assert verified.returncode == 0 and "intact" in verified.stdout, verified
     prog = drgn_program(str(over_nfs))
     dump = KdumpFile.open(str(over_nfs))
     pfn = next(p for p in range(0x1000, dump.max_mapnr) if dump.is_dumpable(p))
@@ -235,7 +238,8 @@ def test_a_dump_cut_short_by_a_hung_server_is_saved_again_on_the_fallback(guest_
     saved, dumped = check_cut_dump(cut_dir, host_dump)
     (saved_dir,) = (guest_runs.capture.outdir / "fallback").iterdir()
     assert saved_dir.name == cut_dir.name
-    assert dump_files(saved_dir) == ["vmcore", "vmcore-dmesg.txt", "vmcore-triage.json", "vmcore-triage.txt"]
+    assert dump_files(saved_dir) == ["vmcore", "vmcore-dmesg.txt", "vmcore-triage.json", "vmcore-triage.txt",
+                                     "vmcore.manifest.json"]
     assert (saved_dir / "vmcore").read_bytes() == host_dump.read_bytes()
     # Left alone, the hung server would block the dump for ever (collector/targets/nfs.py). The
     # whole dump written again takes a few seconds more.
@@ -256,7 +260,8 @@ def check_cut_dump(dump_dir: Path, reference_path: Path) -> tuple[int, int]:
     """What reached the server is a readable dump, flagged incomplete, whose pages are right or
     reported missing (as tests/test_cut_short.py asks of any dump cut short), with the kernel
     log beside it; nothing was renamed. Returns (pages saved, pages in the whole dump)."""
-    assert dump_files(dump_dir) == ["vmcore-dmesg.txt", "vmcore-incomplete", "vmcore-triage.json", "vmcore-triage.txt"]
+    assert dump_files(dump_dir) == ["vmcore-dmesg.txt", "vmcore-incomplete", "vmcore-incomplete.manifest.json",
+                                     "vmcore-triage.json", "vmcore-triage.txt"]
     partial = KdumpFile.open(str(dump_dir / "vmcore-incomplete"))
     reference = KdumpFile.open(str(reference_path))
     try:

@@ -219,7 +219,8 @@ def test_one_fallback_chain_skips_unusable_targets_and_saves_dumps_cut_short_aga
     assert "vmcore-incomplete; saving it again to /dev/null/again" in proc.stderr
     assert f"/dev/null/again: Not a directory; falling back to {good}" in proc.stderr
     (cut,) = small_tmpfs.iterdir()
-    assert dump_files(cut) == ["vmcore-incomplete", "vmcore-triage.json", "vmcore-triage.txt"]
+    assert dump_files(cut) == ["vmcore-incomplete", "vmcore-incomplete.manifest.json", "vmcore-triage.json",
+                               "vmcore-triage.txt"]
     (saved,) = good.iterdir()
     assert KdumpFile.open(str(saved / "vmcore")).complete
 
