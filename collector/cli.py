@@ -55,7 +55,7 @@ No arguments and {CONFIG_PATH} present: the configured job.
   -q, --quiet; -h, --help  no progress lines, no summary; this text
   --info|--dmesg|--triage FILE [--json]  a vmcore/dump: what|log|why it crashed
   --verify DUMP          check a dump (file or directory) against its manifest
-  --dmesg-only           save only {LOG_NAME} into DEST
+  --dmesg-only|--dry-run  save only {LOG_NAME} | size it, write nothing
   --fallback DEST        next destination if DEST fails (repeatable)
   --keep-dumps N         after a complete dump, keep N of our dumps in DEST
   --min-free SIZE        keep SIZE (2G) free: drop old dumps or stop early
@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--triage")
     p.add_argument("--json", action="store_true")
     p.add_argument("--dmesg-only", action="store_true")
+    p.add_argument("--dry-run", action="store_true")
     p.add_argument("--fallback", action="append", default=[])
     p.add_argument("--keep-dumps", type=int)
     p.add_argument("--min-free", type=_min_free, default=0)
@@ -123,7 +124,7 @@ def options_from(args: argparse.Namespace) -> SaveOptions:
     return SaveOptions(
         vmcore=args.vmcore, dests=dests, output=args.output, force=args.force,
         dump_level=args.dump_level, compress=args.compress, level=level, format=args.format,
-        threads=threads, quiet=args.quiet, dmesg_only=args.dmesg_only, keep_dumps=args.keep_dumps,
+        threads=threads, quiet=args.quiet, dmesg_only=args.dmesg_only, dry_run=args.dry_run, keep_dumps=args.keep_dumps,
         min_free=args.min_free,
         ssh=SshOptions(key_file=args.ssh_key, known_hosts=args.known_hosts,
                        accept_unknown_host_key=args.ssh_insecure_accept_host_key, retries=args.ssh_retries))

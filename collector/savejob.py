@@ -47,6 +47,7 @@ from .targets.local import OutputFile, Retention, check_output
 
 if TYPE_CHECKING:
     from .kernel.triage import Triage
+    from .prediction import Prediction
 
 DEFAULT_VMCORE = "/proc/vmcore"
 DEFAULT_DEST = "/var/crash"
@@ -89,6 +90,7 @@ class SaveOptions:
     threads: int = 1
     quiet: bool = False
     dmesg_only: bool = False
+    dry_run: bool = False                     # classify and predict the size; write nothing
     keep_dumps: int | None = None
     min_free: int = 0
     ssh: SshOptions = field(default_factory=SshOptions)
@@ -119,6 +121,8 @@ class SaveOptions:
             return f"--min-free {self.min_free}: must be 0 or more"
         if self.ssh.retries < 0:
             return f"--ssh-retries {self.ssh.retries}: must be 0 or more"
+        if self.dry_run and (self.dmesg_only or self.format != "kdump"):
+            return "--dry-run predicts a kdump dump: it does not go with --dmesg-only or --format elf|flat"
         if self.output is not None:
             if self.dests:
                 return "DEST and --fallback do not go with --output (the one file written)"
@@ -157,6 +161,7 @@ class Outcome:
     format: str = "kdump"              # the format written (flat where a target takes only streams)
     seconds: float = 0.0
     log_lines: int = 0
+    prediction: Prediction | None = None  # dry_run: what the dump would take
 
 
 @dataclass(frozen=True)
@@ -169,6 +174,14 @@ class _Attempt:
 def save(options: SaveOptions, say: Notice = notice) -> Outcome:
     """Save ``options.vmcore``; returns the outcome (exit code 0, 1 or 3). Raises CollectorError
     (bad input, nothing written) or TargetUnreachable (no destination could be used)."""
+    if options.dry_run:  # no destination is opened or created
+        from .prediction import predict
+
+        with Vmcore(options.vmcore) as vmcore:
+            for warning in vmcore.warnings:
+                say(f"warning: {warning}")
+            prediction = predict(vmcore, options.dump_level, options.compress, options.level, say)
+        return Outcome(EXIT_OK, options.vmcore, prediction=prediction)
     _check_paths(options)
     progress = LineProgress(quiet=options.quiet)
     started = time.monotonic()
@@ -466,6 +479,8 @@ def report(options: SaveOptions, outcome: Outcome) -> list[str]:
     """The lines to print after a save: the summary (not with quiet), then for a dump that is
     not complete the line saying so (always). A dump is "saved" only when complete."""
     result = outcome.result
+    if outcome.prediction is not None:
+        return _dry_run_lines(options, outcome.prediction)
     if result is None:
         return [] if options.quiet else [f"saved {outcome.path} ({outcome.log_lines} lines)"]
     lines = [] if options.quiet else _summary(options, outcome, result)
@@ -491,6 +506,26 @@ def _summary(options: SaveOptions, outcome: Outcome, result: DumpResult) -> list
         f"bytes: {result.bytes_in / 2**20:.1f} MiB read, {result.bytes_out / 2**20:.1f} MiB written",
         "time: " + ", ".join(f"{name} {secs:.2f} s" for name, secs in result.phases.items())
         + f", total {format_duration(outcome.seconds)} ({outcome.seconds:.2f} s)",
+    ]
+
+
+def _dry_run_lines(options: SaveOptions, p: Prediction) -> list[str]:
+    """What --dry-run prints (also with --quiet: it is the whole answer)."""
+    from .prediction import format_size
+
+    c = p.counts
+    excluded = [("cache", c.cache), ("cache private", c.cache_private), ("user", c.user), ("free", c.free),
+                ("hwpoison", c.hwpoison), ("offline", c.offline)]
+    zero = f"about {c.zero} zero, " if options.dump_level & 1 else ""
+    return [
+        f"dry run of {options.vmcore}: nothing written (kdump, {_compression_text(options, 'kdump')}, "
+        f"dump level {options.dump_level})",
+        f"pages: {c.present} present; excluded " + ", ".join(f"{n} {name}" for name, n in excluded)
+        + f", {zero}about {c.written} written",
+        f"predicted size: {format_size(p.size)} ({p.size} bytes) +- {format_size(p.error_bytes)}: "
+        f"{p.sample} of {p.kept} kept pages compressed ({p.sample_zero} zero), 95% interval of the sample",
+        f"time: classify {p.classify_seconds:.3f} s, compress {p.compress_bytes_per_second / 2**20:.0f} MiB/s "
+        "of pages here (one thread)",
     ]
 
 
