@@ -1,3 +1,3 @@
-"""vmcore-collector: save a crashed Linux kernel's memory as a kdump-compressed dump."""
+"""vmcore-collector: save a crashed Linux kernel's memory as a kdump-compressed dump.
 
-__version__ = "0.1.0"
+Its version is the installed package's metadata, from setup.py alone (collector/version.py)."""

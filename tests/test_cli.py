@@ -13,6 +13,7 @@ import pytest
 from collector.pipeline.pages import SPAN_PAGES
 from tests.conftest import REPO, run_save
 from tests.support.dumpcheck import check_kdump, dump_files
+from tests.support.messages import assert_lines_say
 from tests.support.vmcore_factory import (
     OSRELEASE,
     PAGE_SIZE,
@@ -119,14 +120,93 @@ def test_vmcore_rearrange_command(tmp_path, vmcore):
 
 
 def test_help_fits_an_80x24_console_and_names_every_option():
-    from collector.cli import HELP, build_parser
+    from collector.cli import HELP, MAKEDUMPFILE_GROUP, build_parser
 
     proc = run_save("--help")
     assert proc.returncode == 0 and proc.stdout == HELP
     lines = HELP.splitlines()
     assert len(lines) <= 23 and max(map(len, lines)) <= 79
-    options = {opt for action in build_parser()._actions for opt in action.option_strings}
+    groups = {group.title: group._group_actions for group in build_parser()._action_groups}
+    makedumpfile_options = {opt for action in groups.pop(MAKEDUMPFILE_GROUP) for opt in action.option_strings}
+    options = {opt for actions in groups.values() for action in actions for opt in action.option_strings}
     assert options and all(opt in HELP for opt in options), sorted(o for o in options if o not in HELP)
+    # makedumpfile's flags, with what each means here, come with --help-all, after the summary.
+    proc = run_save("--help-all")
+    assert proc.returncode == 0 and proc.stdout.startswith(HELP)
+    extra = proc.stdout[len(HELP):]
+    assert all(re.search(rf"^  {re.escape(opt)}\b", extra, re.M) for opt in makedumpfile_options), extra
+    assert max(map(len, extra.splitlines())) <= 79
+    assert "--compress zlib" in extra and "lzo is not written" in extra and "-o DUMPFILE" in extra
+
+
+def run_command(module: str, *args: str) -> subprocess.CompletedProcess:
+    """A command's main() as a separate process of the project's interpreter."""
+    code = f"import sys; from {module} import main; sys.exit(main())"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO, check=False)
+
+
+def test_every_command_and_subcommand_prints_its_name_and_the_package_version():
+    from importlib.metadata import version
+
+    declared = re.search(r'version="([^"]+)"', (REPO / "setup.py").read_text()).group(1)
+    assert version("vmcore-collector") == declared  # the metadata is setup.py's, the one source
+    commands = [("vmcore-save", "collector.cli", ()), ("vmcore-rearrange", None, ()),
+                *(("vmcore-collector", "collector.capture.arm", sub)
+                  for sub in ((), ("build-initramfs",), ("arm",), ("disarm",), ("status",)))]
+    for program, module, sub in commands:
+        proc = run_rearrange("--version") if module is None else run_command(module, *sub, "--version")
+        assert (proc.returncode, proc.stdout, proc.stderr) == (0, f"{program} {declared}\n", ""), (program, sub)
+
+
+def save_bytes(vmcore, tmp_path, name: str, *args: str) -> tuple[bytes, str]:
+    """The one dump file vmcore-save writes with ``args`` (to standard output when no --output is
+    among them), and what it printed on standard error."""
+    out = tmp_path / name
+    proc = subprocess.run([sys.executable, "-m", "collector", str(vmcore), *args,
+                           *(() if "-F" in args else ("--output", str(out)))], cwd=REPO, capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    return (proc.stdout if "-F" in args else out.read_bytes()), proc.stderr.decode()
+
+
+def test_makedumpfile_flags_write_what_the_options_they_stand_for_write(tmp_path, vmcore):
+    same = [(("-c",), ("--compress", "zlib")), (("-z", "-d31"), ("--compress", "zstd", "-d", "31")),
+            (("-E",), ("--format", "elf")), (("--num-threads", "2"), ("--threads", "2")),
+            (("--num-threads", "0", "-d1"), ("--threads", "1", "--dump-level=1")),
+            (("-F", "-c"), ("--format", "flat", "--compress", "zlib", "-q"))]
+    for index, (makedumpfile_args, our_args) in enumerate(same):
+        ours, _ = save_bytes(vmcore, tmp_path, f"ours{index}", *our_args)
+        theirs, _ = save_bytes(vmcore, tmp_path, f"theirs{index}", *makedumpfile_args)
+        assert ours == theirs, makedumpfile_args
+
+
+def test_lzo_and_snappy_flags_save_zstd_at_the_fast_level_and_say_so_in_one_line(tmp_path, vmcore):
+    from collector.pipeline.compression import FAST_LEVEL
+
+    fast, _ = save_bytes(vmcore, tmp_path, "fast", "--compress", "zstd", "--level", str(FAST_LEVEL))
+    for flag, name in (("-l", "lzo"), ("-p", "snappy")):
+        dump, stderr = save_bytes(vmcore, tmp_path, name, flag, "-q")
+        assert dump == fast
+        assert_lines_say(stderr.splitlines(), (flag, f"{name} pages are not written", f"zstd level {FAST_LEVEL}"))
+    # A level given with it is kept, and named.
+    _, stderr = save_bytes(vmcore, tmp_path, "level5", "-l", "--level", "5", "-q")
+    assert_lines_say(stderr.splitlines(), ("-l", "zstd level 5 instead"))
+
+
+def test_message_level_without_progress_messages_or_report_is_quiet(tmp_path, vmcore):
+    _, stderr = save_bytes(vmcore, tmp_path, "ml7", "--message-level", "7")
+    assert "pages:" in stderr and "time:" in stderr
+    _, stderr = save_bytes(vmcore, tmp_path, "ml4", "--message-level", "4")
+    assert stderr == ""
+    proc = run_save(str(vmcore), "--message-level", "32")
+    assert proc.returncode == 2
+    assert_lines_say(proc.stderr.splitlines(), ("--message-level 32", "0-31"))
+
+
+def test_flattened_flag_does_not_go_with_another_format(tmp_path, vmcore):
+    for other in (("-E",), ("--format", "kdump")):
+        proc = run_save(str(vmcore), "-F", *other, "-o", str(tmp_path / "x"))
+        assert proc.returncode == 2 and not (tmp_path / "x").exists()
+        assert_lines_say(proc.stderr.splitlines(), ("-F is --format flat", "does not go with"))
 
 
 def test_compression_threads_do_not_change_the_dump(tmp_path):

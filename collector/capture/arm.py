@@ -32,6 +32,7 @@ from typing import NoReturn
 
 from .. import console
 from ..errors import EXIT_FAILED, EXIT_OK, CollectorError
+from ..version import VersionAction
 from . import config as configuration
 from . import mounts
 
@@ -113,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="is a crash going to be captured?")
     _add_config_options(status)
     status.add_argument("--initrd", metavar="IMG", help="capture initramfs to check")
+    for parser in (p, *commands.choices.values()):
+        parser.add_argument("--version", action=VersionAction)
     return p
 
 
