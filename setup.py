@@ -28,10 +28,14 @@ setup(
         "vmcore-rearrange=collector.cli:rearrange_main",
         "vmcore-collector=collector.capture.arm:main",
     ]},
-    # The dracut module, the example configuration and the unit that arms at boot.
+    # The dracut module, the example configuration, the unit that arms at boot, the man pages.
     data_files=[
         ("share/vmcore-collector/99vmcore-collector", [f"initramfs/99vmcore-collector/{name}" for name in (
             "module-setup.sh", "capture-init.sh", "udhcpc-script.sh")]),
         ("share/vmcore-collector", ["initramfs/vmcore-collector.conf", "initramfs/vmcore-collector.service"]),
+        # collector/manpages.py's output (python -m collector.manpages; tests/test_manpages.py
+        # checks these files are it).
+        ("share/man/man8", ["man/vmcore-save.8", "man/vmcore-rearrange.8", "man/vmcore-collector.8"]),
+        ("share/man/man5", ["man/vmcore-collector.conf.5"]),
     ],
 )
