@@ -20,6 +20,7 @@ from collector.capture.environment import save_options
 from collector.savejob import SaveOptions
 from collector.targets import SshOptions
 from tests.conftest import REPO
+from tests.support.messages import assert_lines_say
 
 EXAMPLE = REPO / "initramfs" / "vmcore-collector.conf"
 
@@ -90,10 +91,48 @@ def test_fedora_kdump_conf() -> None:
         "auto_reset_crashkernel yes\n", "kdump.conf")
     assert loaded.targets == (Target("ssh", "kdump@192.0.2.7", "/var/crash/remote"),)
     assert (loaded.ssh_key, loaded.known_hosts) == ("/root/.ssh/kdump_id_rsa", "/root/.ssh/known_hosts")
-    assert (loaded.dump_level, loaded.compress) == (31, "zstd")  # lzo is not ours: zstd is as fast
+    # lzo is not written here: zstd at the fast level, which is as fast and no larger
+    assert (loaded.dump_level, loaded.compress, loaded.compress_level) == (31, "zstd", -3)
     assert (loaded.failure_action, loaded.final_action) == ("shell", "poweroff")
     assert (loaded.pre_hooks, loaded.post_hooks) == (("/bin/pre.sh",), ("/bin/post.sh",))
-    assert loaded.warnings == ("kdump.conf:9: auto_reset_crashkernel is not used by vmcore-collector",)
+    assert_lines_say(loaded.warnings, ("kdump.conf:4:", "--message-level 7", "is not used"),
+                     ("kdump.conf:4:", "-l (lzo)", "zstd level -3 is used instead"),
+                     ("kdump.conf:9:", "auto_reset_crashkernel is not used by vmcore-collector"))
+
+
+@pytest.mark.parametrize(("collector", "dump_level", "compress", "level", "threads"), [
+    ("makedumpfile -d31 -z", 31, "zstd", 1, 1),          # -d31 without a space, as getopt reads it
+    ("makedumpfile -cd 17", 17, "zlib", 1, 1),           # short options run together
+    ("makedumpfile -p -d 31 --num-threads=2", 31, "zstd", -3, 2),
+    ("makedumpfile -l -c -d 1", 1, "zlib", 1, 1),        # the last compression option wins
+    ("makedumpfile -d 31", 31, "none", 1, 1),            # makedumpfile without one stores pages as they are
+    ("/usr/sbin/makedumpfile -z", 0, "zstd", 1, 1),      # ... and without -d keeps every page
+])
+def test_core_collector_means_what_makedumpfile_does(collector: str, dump_level: int, compress: str, level: int,
+                                                      threads: int) -> None:
+    loaded = config.parse_kdump_conf(f"core_collector {collector}\n")
+    assert (loaded.dump_level, loaded.compress, loaded.compress_level, loaded.threads) == (dump_level, compress,
+                                                                                            level, threads)
+
+
+def test_core_collector_flags_done_otherwise_are_one_line_each() -> None:
+    loaded = config.parse_kdump_conf("core_collector makedumpfile -F -E -D -d 1,31 --message 4\n", "k.conf")
+    assert_lines_say(loaded.warnings, ("k.conf:1:", "-D", "not used"),
+                     ("k.conf:1:", "-d 1,31", "dump level 1 is used"),
+                     ("k.conf:1:", "--message-level 4", "not used"),
+                     ("k.conf:1:", "-E (ELF output) is not used", "vmcore-save --format elf"))
+    assert config.parse_kdump_conf("core_collector makedumpfile -E -F -d 31\n").warnings[0].endswith(
+        "each target gets the kdump format, which crash and drgn open")
+
+
+def test_failure_action_dump_to_rootfs_saves_to_the_path_after_the_target() -> None:
+    # kdump-utils: when the target fails, save to the path on the root file system, then final_action.
+    loaded = config.parse_kdump_conf("nfs server:/exports\npath /crash\nfailure_action dump_to_rootfs\n"
+                                     "final_action poweroff\n")
+    assert loaded.targets == (Target("nfs", "server:/exports", "/crash"), Target("path", "", "/crash"))
+    assert (loaded.failure_action, loaded.final_action) == ("poweroff", "poweroff")
+    # A dump meant for the root file system already goes there: nothing to add.
+    assert config.parse_kdump_conf("default dump_to_rootfs\n").targets == (Target("path", "", "/var/crash"),)
 
 
 def test_fedora_disk_nfs_and_defaults() -> None:
@@ -111,13 +150,26 @@ def test_fedora_disk_nfs_and_defaults() -> None:
     ("raw /dev/sdb\n", "raw device targets are not supported"),
     ("core_collector cp\n", "only makedumpfile options are read"),
     ("core_collector makedumpfile --split\n", "option '--split' is not supported"),
-    ("failure_action dump_to_rootfs\n", "dump_to_rootfs is not supported"),
+    ("final_action dump_to_rootfs\n", "final_action 'dump_to_rootfs' is not one of"),
+    ("core_collector makedumpfile --message-level 40\n", "--message-level: 40 is not in 0-31"),
+    ("core_collector makedumpfile -d\n", "option -d requires argument"),
     ("final_action shell\n", "final_action 'shell' is not one of"),
     ("fence_kdump_magic x\n", "unknown kdump.conf directive"),
 ])
 def test_fedora_errors(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         config.parse_kdump_conf(text, "kdump.conf")
+
+
+@pytest.mark.parametrize(("text", "option"), [
+    ("# kdump.conf\npath /var/crash\ncore_collector makedumpfile -l -d 31\n", "--kdump-conf"),
+    ("ssh kdump@192.0.2.7\n", "--kdump-conf"),
+    ("nfs server:/export\n", "--kdump-conf"),
+    ('USE_KDUMP=1\nKDUMP_COREDIR="/var/crash"\n', "--kdump-tools"),
+])
+def test_another_tools_file_as_ours_names_the_option_that_reads_it(text: str, option: str) -> None:
+    with pytest.raises(ConfigError, match=f"my.conf:\\d: .* read .* with {option} FILE"):
+        config.parse(text, "my.conf")
 
 
 def test_missing_file_is_one_line(tmp_path: Path) -> None:

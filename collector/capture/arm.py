@@ -34,7 +34,7 @@ from .. import console
 from ..errors import EXIT_FAILED, EXIT_OK, CollectorError
 from ..version import VersionAction
 from . import config as configuration
-from . import mounts
+from . import kdump_tools, mounts
 
 PROGRAM = "vmcore-collector"
 DEFAULT_IMAGE_DIR = "/var/lib/vmcore-collector"
@@ -120,9 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default=configuration.CONFIG_PATH, metavar="FILE",
-                        help=f"configuration (default {configuration.CONFIG_PATH})")
-    parser.add_argument("--kdump-conf", metavar="FILE", help="read a Fedora kdump.conf instead of --config")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--config", default=configuration.CONFIG_PATH, metavar="FILE",
+                       help=f"configuration (default {configuration.CONFIG_PATH})")
+    group.add_argument("--kdump-conf", metavar="FILE", help="read a Fedora kdump.conf instead of --config")
+    group.add_argument("--kdump-tools", metavar="FILE",
+                       help=f"read a Debian {kdump_tools.KDUMP_TOOLS_PATH} instead of --config")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -157,8 +160,17 @@ def _say(text: str) -> None:
     console.say(PROGRAM, text)
 
 
+def _config_file(args: argparse.Namespace) -> str:
+    return str(args.kdump_tools or args.kdump_conf or args.config)
+
+
 def _load_config(args: argparse.Namespace) -> configuration.Config:
-    loaded = configuration.load_kdump_conf(args.kdump_conf) if args.kdump_conf else configuration.load(args.config)
+    if args.kdump_tools:
+        loaded = kdump_tools.load_kdump_tools(args.kdump_tools)
+    elif args.kdump_conf:
+        loaded = configuration.load_kdump_conf(args.kdump_conf)
+    else:
+        loaded = configuration.load(args.config)
     for warning in loaded.warnings:
         _say(f"warning: {warning}")
     return loaded
@@ -173,7 +185,7 @@ def _fresh_default_image(args: argparse.Namespace) -> Path:
     (what kdumpctl does at boot, so that editing the configuration is enough)."""
     release = os.uname().release
     image = Path(_default_image(release))
-    config_file = Path(args.kdump_conf or args.config)
+    config_file = Path(_config_file(args))
     if not image.exists() or (config_file.exists() and config_file.stat().st_mtime > image.stat().st_mtime):
         image.parent.mkdir(parents=True, exist_ok=True)
         build_initramfs(_load_config(args), release, image, None, args.dracut)
@@ -502,7 +514,7 @@ def status(args: argparse.Namespace) -> int:
     except CollectorError as e:
         line(False, f"config: {e}")
         return EXIT_FAILED
-    config_name = args.kdump_conf or args.config
+    config_name = _config_file(args)
     line(True, f"config: {config_name} valid, {len(loaded.targets)} target(s), "
          f"final_action {loaded.final_action}, failure_action {loaded.failure_action}")
     image = Path(args.initrd or _default_image(os.uname().release))

@@ -1,6 +1,7 @@
-"""The capture configuration: /etc/vmcore-collector.conf, or a Fedora /etc/kdump.conf.
+"""The capture configuration: /etc/vmcore-collector.conf, a Fedora /etc/kdump.conf, or a Debian
+/etc/default/kdump-tools (kdump_tools.py).
 
-Both are read into one :class:`Config`. Every problem is one line naming the file, the line
+All are read into one :class:`Config`. Every problem is one line naming the file, the line
 and what is wrong, so a machine is never armed with a configuration that cannot work.
 
 Our format, one setting per line (``#`` starts a comment)::
@@ -38,9 +39,11 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .. import makedumpfile_args
 from ..errors import CollectorError
 from ..pipeline.compression import LEVEL_RANGES, METHODS
 from ..scan.dump_level import MAX_DUMP_LEVEL
@@ -116,15 +119,15 @@ class Config:
 
 def load(path: str | Path = CONFIG_PATH) -> Config:
     """Read and validate our configuration file."""
-    return parse(_read(path), str(path))
+    return parse(read_text(path), str(path))
 
 
 def load_kdump_conf(path: str | Path) -> Config:
     """Read and validate a Fedora kdump.conf."""
-    return parse_kdump_conf(_read(path), str(path))
+    return parse_kdump_conf(read_text(path), str(path))
 
 
-def _read(path: str | Path) -> str:
+def read_text(path: str | Path) -> str:
     try:
         return Path(path).read_text()
     except OSError as e:
@@ -159,6 +162,8 @@ def parse(text: str, name: str = CONFIG_PATH) -> Config:
     for number, line in _lines(text):
         where = f"{name}:{number}"
         key, equals, value = (part.strip() for part in line.partition("="))
+        if not equals or not value or key not in _KEYS:
+            _refuse_foreign_line(line, where)
         if not equals or not value:
             raise ConfigError(f"{where}: expected 'key = value', got {line!r}")
         if key == "target":
@@ -168,17 +173,31 @@ def parse(text: str, name: str = CONFIG_PATH) -> Config:
         elif key == "post_hook":
             post_hooks.append(value)
         elif key in ("ssh_key", "known_hosts"):
-            values[key] = _absolute(value, key, where)
+            values[key] = absolute(value, key, where)
         elif key in ("dump_level", "compress_level", "threads", "wait_seconds", "keep_dumps"):
-            values[key] = _integer(value, key, where)
+            values[key] = integer(value, key, where)
         elif key in ("compress", "failure_action", "final_action", "min_free"):
             values[key] = value
         elif key == "modules":
             values[key] = tuple(value.split())
         else:
             raise ConfigError(f"{where}: unknown setting {key!r}")
-    return _validated(Config(targets=tuple(targets), pre_hooks=tuple(pre_hooks), post_hooks=tuple(post_hooks),
+    return validated(Config(targets=tuple(targets), pre_hooks=tuple(pre_hooks), post_hooks=tuple(post_hooks),
                              **values), name)  # type: ignore[arg-type]
+
+
+_KEYS = ("target", "pre_hook", "post_hook", "ssh_key", "known_hosts", "dump_level", "compress_level", "threads",
+         "wait_seconds", "keep_dumps", "compress", "failure_action", "final_action", "min_free", "modules")
+
+
+def _refuse_foreign_line(line: str, where: str) -> None:
+    """A line of another tool's configuration given as ours: say which option reads it."""
+    if re.match(r"(export\s+)?[A-Z][A-Z0-9_]*=", line):
+        raise ConfigError(f"{where}: {line!r} is a shell variable, as in Debian's /etc/default/kdump-tools: "
+                          "read that file with --kdump-tools FILE")
+    words = line.split()
+    if words[0] in _KDUMP_DIRECTIVES and words[1:2] != ["="]:
+        raise ConfigError(f"{where}: {line!r} is a kdump.conf directive: read a kdump.conf with --kdump-conf FILE")
 
 
 def _parse_target(value: str, where: str) -> Target:
@@ -189,7 +208,7 @@ def _parse_target(value: str, where: str) -> Target:
     if kind in ("path", "ram"):
         if len(rest) != 1:
             raise ConfigError(f"{where}: expected 'target = {kind} DIRECTORY'")
-        return Target(kind, "", _absolute(rest[0], kind, where))
+        return Target(kind, "", absolute(rest[0], kind, where))
     if kind == "disk":
         if len(rest) not in (2, 3):
             raise ConfigError(f"{where}: expected 'target = disk DEVICE FSTYPE [DIRECTORY]'")
@@ -197,8 +216,8 @@ def _parse_target(value: str, where: str) -> Target:
     if len(rest) not in (1, 2):
         raise ConfigError(f"{where}: expected 'target = {kind} "
                           f"{'USER@HOST[:PORT]' if kind == 'ssh' else 'SERVER:/EXPORT'} [DIRECTORY]'")
-    directory = _absolute(rest[1], "directory", where) if len(rest) == 2 else DEFAULT_DIRECTORY
-    return _ssh_target(rest[0], directory, where) if kind == "ssh" else _nfs_target(rest[0], directory, where)
+    directory = absolute(rest[1], "directory", where) if len(rest) == 2 else DEFAULT_DIRECTORY
+    return ssh_target(rest[0], directory, where) if kind == "ssh" else nfs_target(rest[0], directory, where)
 
 
 def _disk_target(device: str, fstype: str, directory: str, where: str) -> Target:
@@ -206,36 +225,36 @@ def _disk_target(device: str, fstype: str, directory: str, where: str) -> Target
         raise ConfigError(f"{where}: disk {device!r} is not /dev/..., LABEL=... or UUID=...")
     if not re.fullmatch(r"[a-z0-9]+", fstype):
         raise ConfigError(f"{where}: {fstype!r} is not a file system type (ext4, xfs, ...)")
-    return Target("disk", device, _absolute(directory, "directory", where), fstype)
+    return Target("disk", device, absolute(directory, "directory", where), fstype)
 
 
-def _ssh_target(source: str, directory: str, where: str) -> Target:
+def ssh_target(source: str, directory: str, where: str) -> Target:
     if not _SSH_HOST.match(source):
         raise ConfigError(f"{where}: ssh target {source!r} is not USER@HOST[:PORT]")
     return Target("ssh", source, directory)
 
 
-def _nfs_target(source: str, directory: str, where: str) -> Target:
+def nfs_target(source: str, directory: str, where: str) -> Target:
     server, colon, export = source.partition(":")
     if not server or not colon or not export.startswith("/"):
         raise ConfigError(f"{where}: nfs target {source!r} is not SERVER:/EXPORT")
     return Target("nfs", source, directory)
 
 
-def _absolute(value: str, what: str, where: str) -> str:
+def absolute(value: str, what: str, where: str) -> str:
     if not value.startswith("/"):
         raise ConfigError(f"{where}: {what} {value!r} must be an absolute path")
     return value
 
 
-def _integer(value: str, what: str, where: str) -> int:
+def integer(value: str, what: str, where: str) -> int:
     try:
         return int(value)
     except ValueError:
         raise ConfigError(f"{where}: {what} {value!r} is not a whole number") from None
 
 
-def _validated(config: Config, name: str) -> Config:
+def validated(config: Config, name: str) -> Config:
     if not config.targets:
         raise ConfigError(f"{name}: no target: add a line like 'target = disk /dev/sdb1 ext4 /var/crash'")
     checks = [
@@ -297,12 +316,18 @@ _KDUMP_IGNORED = ("auto_reset_crashkernel", "dracut_args", "extra_bins", "fence_
                   "sshkey_hostkey", "blacklist", "options", "link_delay", "disk_timeout")
 _KDUMP_FILESYSTEMS = ("ext2", "ext3", "ext4", "xfs", "btrfs", "vfat", "minix")
 _KDUMP_ACTIONS = {"reboot": "reboot", "halt": "halt", "poweroff": "poweroff", "shell": "shell"}
+_KDUMP_DIRECTIVES = frozenset((*_KDUMP_IGNORED, *_KDUMP_FILESYSTEMS, "path", "ssh", "nfs", "raw", "sshkey",
+                               "core_collector", "failure_action", "default", "final_action", "kdump_pre",
+                               "kdump_post", "extra_modules"))
 
 
 def parse_kdump_conf(text: str, name: str = "/etc/kdump.conf") -> Config:
     """Fedora's kdump.conf: one target (path, FSTYPE DEVICE, ssh + sshkey, nfs), core_collector
-    makedumpfile's -d/-c/-l/-z, failure_action (or default), final_action, kdump_pre/kdump_post."""
+    (makedumpfile's options: :func:`makedumpfile_values`), failure_action (or default, with
+    dump_to_rootfs: the path on the root file system as a second target), final_action,
+    kdump_pre/kdump_post."""
     directory = DEFAULT_DIRECTORY
+    to_rootfs = False
     location: tuple[str, str, str, str] | None = None  # kind, source, fstype, where
     values: dict[str, object] = {}
     pre_hooks: list[str] = []
@@ -318,7 +343,7 @@ def parse_kdump_conf(text: str, name: str = "/etc/kdump.conf") -> Config:
         if not value:
             raise ConfigError(f"{where}: {directive} needs a value")
         if directive == "path":
-            directory = _absolute(value, "path", where)
+            directory = absolute(value, "path", where)
         elif directive in _KDUMP_FILESYSTEMS or directive in ("ssh", "nfs", "raw"):
             if directive == "raw":
                 raise ConfigError(f"{where}: raw device targets are not supported; use a file system")
@@ -327,13 +352,13 @@ def parse_kdump_conf(text: str, name: str = "/etc/kdump.conf") -> Config:
             kind = directive if directive in ("ssh", "nfs") else "disk"
             location = (kind, value, directive if kind == "disk" else "", where)
         elif directive == "sshkey":
-            values["ssh_key"] = _absolute(value, "sshkey", where)
+            values["ssh_key"] = absolute(value, "sshkey", where)
         elif directive == "core_collector":
-            values.update(_core_collector(value, where))
+            values.update(_core_collector(value, where, warnings))
+        elif directive in ("failure_action", "default") and value == "dump_to_rootfs":
+            to_rootfs = True
         elif directive in ("failure_action", "default", "final_action"):
-            action = {"dump_to_rootfs": None}.get(value, _KDUMP_ACTIONS.get(value, ""))
-            if action is None:
-                raise ConfigError(f"{where}: {directive} dump_to_rootfs is not supported")
+            action = _KDUMP_ACTIONS.get(value, "")
             allowed = FINAL_ACTIONS if directive == "final_action" else FAILURE_ACTIONS
             if action not in allowed:
                 raise ConfigError(f"{where}: {directive} {value!r} is not one of {', '.join(allowed)}")
@@ -353,43 +378,54 @@ def parse_kdump_conf(text: str, name: str = "/etc/kdump.conf") -> Config:
         if kind == "disk":
             targets = (_disk_target(source, fstype, directory, where),)
         elif kind == "ssh":
-            targets = (_ssh_target(source, directory, where),)
+            targets = (ssh_target(source, directory, where),)
         else:
-            targets = (_nfs_target(source, directory, where),)
+            targets = (nfs_target(source, directory, where),)
         if kind == "ssh":
             values.setdefault("ssh_key", "/root/.ssh/kdump_id_rsa")  # Fedora's default sshkey
             values["known_hosts"] = "/root/.ssh/known_hosts"  # where kdumpctl propagate records the host key
+    if to_rootfs:
+        # kdump-utils saves to the path on the root file system when the target failed, then
+        # does final_action: here a path target is tried next, which lands on the file system
+        # holding the path (the root one, unless the path is a mount point of its own).
+        if targets[0].kind != "path":
+            targets += (Target("path", "", directory),)
+        values["failure_action"] = values.get("final_action", Config.final_action)
     config = Config(targets=targets, pre_hooks=tuple(pre_hooks), post_hooks=tuple(post_hooks),
                     warnings=tuple(warnings), **values)  # type: ignore[arg-type]
-    return _validated(config, name)
+    return validated(config, name)
 
 
-def _core_collector(value: str, where: str) -> dict[str, object]:
-    """makedumpfile's options we honour: -d N, -c (zlib), -l (lzo: zstd, as fast), -z (zstd)."""
+def _core_collector(value: str, where: str, warnings: list[str]) -> dict[str, object]:
     words = shlex.split(value)
     if not words or Path(words[0]).name != "makedumpfile":
         raise ConfigError(f"{where}: core_collector {words[0] if words else ''!r} is not supported; "
                           "only makedumpfile options are read")
-    settings: dict[str, object] = {}
-    index = 1
-    while index < len(words):
-        word = words[index]
-        if word == "-d" and index + 1 < len(words):
-            settings["dump_level"] = _integer(words[index + 1], "dump level", where)
-            index += 1
-        elif word == "-c":
-            settings["compress"] = "zlib"
-        elif word in ("-l", "-z", "-p"):
-            settings["compress"] = "zstd"
-        elif word == "--num-threads" and index + 1 < len(words):
-            settings["threads"] = max(1, _integer(words[index + 1], "--num-threads", where))
-            index += 1
-        elif word == "--message-level" and index + 1 < len(words):
-            index += 1
-        elif word != "-F":  # -F (flattened output) is for pipes; a target gets the normal format
-            raise ConfigError(f"{where}: core_collector option {word!r} is not supported")
-        index += 1
-    return settings
+    return makedumpfile_values(words[1:], where, warnings)
+
+
+def makedumpfile_values(words: Sequence[str], where: str, warnings: list[str]) -> dict[str, object]:
+    """Config values for makedumpfile's options ``words`` as the capture environment uses them
+    (collector/makedumpfile_args.py); a line ``WHERE: ...`` in ``warnings`` for each option not
+    done as makedumpfile does it. What makedumpfile does without an option is what it gets here:
+    no -d keeps every page (dump level 0), no compression option stores pages uncompressed."""
+    try:
+        read = makedumpfile_args.read_options(words)
+    except CollectorError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    warnings += [f"{where}: {note}" for note in read.notes]
+    if read.format == "elf":
+        warnings.append(f"{where}: makedumpfile -E (ELF output) is not used: the capture environment writes "
+                        "kdump-compressed dumps (vmcore-save --format elf writes ELF)")
+    elif read.format == "flat":
+        warnings.append(f"{where}: makedumpfile -F (flattened output, for a pipe) is not used: each target "
+                        "gets the kdump format, which crash and drgn open")
+    values: dict[str, object] = {"dump_level": read.dump_level or 0, "compress": read.compress or "none"}
+    if read.level is not None:
+        values["compress_level"] = read.level
+    if read.threads is not None:
+        values["threads"] = read.threads
+    return values
 
 
 def with_image_paths(config: Config, ssh_key: str | None, known_hosts: str | None) -> Config:
