@@ -85,3 +85,27 @@ def test_the_configuration_page_describes_every_setting_and_only_settings_that_e
             config.parse(example)
         except config.ConfigError as e:
             assert "unknown setting" not in str(e), example
+
+
+def readme_section(title: str) -> str:
+    """README's ``### title`` section, up to the next heading of its level or above."""
+    text = (REPO / "README.md").read_text()
+    start = text.index(f"\n### {title}\n")
+    end = re.search(r"\n##? ", text[start + 1:])
+    return text[start:start + 1 + end.start()] if end else text[start:]
+
+
+@pytest.mark.parametrize(("title", "parser"), [("vmcore-save", build_parser), ("vmcore-rearrange",
+                                               build_rearrange_parser), ("vmcore-collector", arm.build_parser)])
+def test_the_readme_section_of_each_command_lists_every_option(title, parser):
+    section = readme_section(title)
+    assert not [option for option in options_of(parser()) if not says(section, option)]
+
+
+def test_the_readme_table_for_makedumpfile_users_says_what_each_flag_becomes():
+    section = readme_section("Coming from makedumpfile")
+    for flag, becomes in (("-c", "--compress zlib"), ("-z", "--compress zstd"), ("-E", "--format elf"),
+                          ("-F", "--format flat"), ("-R", "vmcore-rearrange"), ("--num-threads N", "--threads N"),
+                          ("-l", "zstd level -3"), ("--message-level N", "-q")):
+        row = next(line for line in section.splitlines() if line.startswith(f"| `{flag}"))
+        assert becomes in row, row
