@@ -18,7 +18,9 @@ setup(
     # paramiko: 3.2 brought PKey.from_path; the SSH target's private hooks
     # (collector/targets/ssh/paramiko_adapter.py) are the same from 3.2 to 5.1, and a new major
     # version may change them (tests/test_paramiko_adapter.py checks the installed one).
-    install_requires=["zstandard>=0.19", "paramiko>=3.2,<6"],
+    # python-lzo and cramjam: the lzo and snappy pages of kdump files that makedumpfile -l and -p
+    # write (read as input, never written); python-lzo builds against liblzo2-dev (./dev).
+    install_requires=["zstandard>=0.19", "paramiko>=3.2,<6", "python-lzo>=1.15,<2", "cramjam>=2.7,<3"],
     # mypy and ruff within a minor version: a newer one checks more, and ./dev test fails on
     # what it finds, so moving to it is a change of its own.
     extras_require={"test": ["pytest>=7", "hypothesis>=6", "drgn>=0.0.25", "mypy>=2.4,<2.5", "ruff>=0.17,<0.18"],

@@ -56,7 +56,7 @@ No arguments and {CONFIG_PATH} present: the configured job.
   --threads N, --fast    threads 1..256 [1]; fast: zstd -3, a thread per CPU
   -q, --quiet; --version  no progress lines, no summary; print the version
   -h, --help; --help-all  this text; it and makedumpfile's -c -l -z -E -F ...
-  --info|--dmesg|--triage FILE [--json]  a vmcore/dump: what|log|why it crashed
+  --info|--dmesg|--triage FILE  what|log|why it crashed [--json|--dmesg-format]
   --verify DUMP          check a dump (file or directory) against its manifest
   --dmesg-only|--dry-run  save only {LOG_NAME} | size it, write nothing
   --fallback DEST        next destination if DEST fails (repeatable)
@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", metavar="DUMP",
                    help="check a dump (a file or a dump directory) against its integrity manifest")
     p.add_argument("--dmesg", metavar="FILE", help="print the kernel log of a vmcore or dump")
+    p.add_argument("--dmesg-format", choices=("caller-id", "plain"), default="caller-id",
+                   help="with --dmesg: caller-id prints the printk caller id as makedumpfile 1.7.5+ "
+                   "(the default), plain the lines of makedumpfile 1.7.4 and older")
     p.add_argument("--triage", metavar="FILE",
                    help="print why the kernel of a vmcore or dump crashed (the record saved as vmcore-triage.txt)")
     p.add_argument("--json", action="store_true", help="with --triage: the record as JSON")
@@ -260,9 +263,10 @@ def _save(argv: list[str]) -> int:
         print(info.text)
         return info.exit_code
     if args.dmesg:
+        from .kernel.dmesg import DmesgFormat
         from .open_dump import kernel_log_of_file
 
-        sys.stdout.write(kernel_log_of_file(args.dmesg))
+        sys.stdout.write(kernel_log_of_file(args.dmesg, DmesgFormat(args.dmesg_format)))
         return EXIT_OK
     options = options_from(args)
     return print_report(options, save(options))

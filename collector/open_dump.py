@@ -12,7 +12,7 @@ from .errors import InputError
 from .formats import flat
 from .formats.kdump import SIGNATURE as KDUMP_SIGNATURE
 from .formats.kdump_image import KdumpImage
-from .kernel.dmesg import kernel_log
+from .kernel.dmesg import DmesgFormat, kernel_log
 from .kernel.memory import MemoryImage
 from .source import elf
 from .source.vmcore import Vmcore
@@ -59,7 +59,24 @@ def open_memory_image(path: str) -> Iterator[MemoryImage]:
                          "(a flattened stream needs vmcore-rearrange first)")
 
 
-def kernel_log_of_file(path: str) -> str:
+def open_source(path: str, output_format: str = "kdump") -> Vmcore:
+    """The input of a save: an ELF vmcore, or a kdump-compressed dump to filter again (as
+    ``makedumpfile -d 31 in.kdump out`` does), which reads as one (source/kdump_input.py)."""
+    kind = file_kind(path)
+    if kind is FileKind.FLAT:
+        raise InputError(f"{path} is a flattened kdump stream: make it a dump first with "
+                         f"vmcore-rearrange {path} OUT, then save OUT")
+    if kind is not FileKind.KDUMP:
+        return Vmcore(path)
+    if output_format == "elf":  # makedumpfile -E refuses a kdump input too: it has no PT_LOADs to give
+        raise InputError(f"{path} is a kdump-compressed dump: --format elf needs an ELF vmcore as input; "
+                         "save it as kdump or flat")
+    from .source.kdump_input import KdumpSource
+
+    return KdumpSource(path)
+
+
+def kernel_log_of_file(path: str, style: DmesgFormat = DmesgFormat.CALLER_ID) -> str:
     """The kernel log held in an ELF vmcore or in a kdump-compressed dump."""
     with open_memory_image(path) as image:
-        return kernel_log(image)
+        return kernel_log(image, style)

@@ -29,6 +29,7 @@ from .formats import flat
 from .formats.elfcore import write_elf
 from .formats.kdump import TARGET_FULL_ERRNOS, DumpResult, KdumpLayout, write_kdump
 from .integrity import HashingFile, ManifestFile
+from .open_dump import open_source
 from .pipeline.compression import DEFAULT_LEVEL, LEVEL_RANGES, METHODS
 from .pipeline.pages import PageCompressor
 from .progress import PROGRAM, LineProgress, format_duration
@@ -177,7 +178,7 @@ def save(options: SaveOptions, say: Notice = notice) -> Outcome:
     if options.dry_run:  # no destination is opened or created
         from .prediction import predict
 
-        with Vmcore(options.vmcore) as vmcore:
+        with open_source(options.vmcore) as vmcore:
             for warning in vmcore.warnings:
                 say(f"warning: {warning}")
             prediction = predict(vmcore, options.dump_level, options.compress, options.level, say)
@@ -185,7 +186,7 @@ def save(options: SaveOptions, say: Notice = notice) -> Outcome:
     _check_paths(options)
     progress = LineProgress(quiet=options.quiet)
     started = time.monotonic()
-    with Vmcore(options.vmcore) as vmcore:
+    with open_source(options.vmcore, options.format) as vmcore:
         for warning in vmcore.warnings:
             progress.message(f"warning: {warning}")
         if options.dmesg_only:  # the log is the whole job, so failing to read or write it is an error

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from collector.formats.kdump_image import KdumpImage, PageNotInDump
 from collector.kernel.dmesg import (
     DmesgError,
+    DmesgFormat,
     Gap,
     LogEntry,
     LogRecord,
@@ -25,6 +26,7 @@ from collector.kernel.dmesg import (
     format_log,
     log_text,
 )
+from collector.kernel.triage import parse_log
 from collector.open_dump import kernel_log_of_file
 from collector.source.vmcoreinfo import VmcoreInfo
 from tests.conftest import run_save
@@ -59,6 +61,19 @@ def test_format_matches_makedumpfile():
     assert format_entry(Gap(3)) == "[ gap: 3 records unreadable ]\n"
 
 
+def test_caller_id_follows_the_timestamp_as_makedumpfile_1_7_5_prints_it():
+    """A task's id as T<pid>, a CPU's (bit 31 set) as C<cpu>, right-aligned in 8 columns; a
+    continuation line is indented past it; plain leaves it out; a kernel that exports no
+    caller_id offset gets none."""
+    assert format_entry(LogRecord(8_914_140_123, b"sysrq: Trigger a crash", 123)) == \
+        "[    8.914140] [    T123] sysrq: Trigger a crash\n"
+    assert format_entry(LogRecord(0, b"irq", 0x80000001)) == "[    0.000000] [      C1] irq\n"
+    assert format_entry(LogRecord(0, b"x", 4194304)) == "[    0.000000] [T4194304] x\n"
+    assert format_entry(LogRecord(0, b"a\nb", 7)) == "[    0.000000] [      T7] a\n" + " " * 26 + "b\n"
+    assert format_entry(LogRecord(0, b"x", 123), DmesgFormat.PLAIN) == "[    0.000000] x\n"
+    assert format_entry(LogRecord(0, b"x")) == "[    0.000000] x\n"
+
+
 # ---------------------------------------------------------------- synthetic lockless ringbuffer
 
 texts = st.binary(min_size=0, max_size=40)
@@ -88,14 +103,14 @@ def expected_ring_entries(ring: PrintkRing, damaged: Container[int] = frozenset(
         if unreadable:
             entries.append(Gap(unreadable))
             unreadable = 0
-        entries.append(LogRecord(record.ts_nsec, record.text))
+        entries.append(LogRecord(record.ts_nsec, record.text, record.caller_id))
     if unreadable:
         entries.append(Gap(unreadable))
     return entries
 
 
-def read_ring(ring: PrintkRing) -> str:
-    return log_text(ring.image.read, VmcoreInfo.parse(ring.vmcoreinfo.encode()))
+def read_ring(ring: PrintkRing, style: DmesgFormat = DmesgFormat.CALLER_ID) -> str:
+    return log_text(ring.image.read, VmcoreInfo.parse(ring.vmcoreinfo.encode()), style)
 
 
 @given(messages, st.integers(2, 6), st.integers(7, 10))
@@ -107,11 +122,32 @@ def test_ring_gives_every_record_still_in_it(msgs, count_bits, size_bits):
     assert not any(isinstance(e, Gap) for e in expected)
     assert read_ring(ring) == format_log(expected)
     if msgs:  # the newest record is always there
-        assert read_ring(ring).endswith(format_entry(LogRecord(*msgs[-1])))
+        assert read_ring(ring).endswith(format_entry(LogRecord(*msgs[-1], caller_id=0)))
 
 
 def test_empty_ring_gives_an_empty_log():
     assert read_ring(ring_with([])) == ""
+
+
+callers = st.one_of(st.integers(0, 4194304), st.integers(0, 8191).map(lambda cpu: cpu | 0x80000000))
+
+
+@given(st.lists(st.tuples(st.integers(0, 2**40), texts, callers), max_size=60))
+def test_ring_gives_each_record_its_caller_id(msgs):
+    ring = PrintkRing(4, 9)
+    for ts, text, caller in msgs:
+        ring.append(ts, text, caller_id=caller)
+    ring.finish()
+    expected = expected_ring_entries(ring)
+    assert read_ring(ring) == format_log(expected)
+    assert read_ring(ring, DmesgFormat.PLAIN) == format_log([LogRecord(e.ts_nsec, e.text) if isinstance(e, LogRecord)
+                                                             else e for e in expected])
+
+
+def test_ring_without_a_caller_id_offset_in_vmcoreinfo_prints_none():
+    ring = ring_with([(1000, b"old kernel")])
+    info = VmcoreInfo.parse(ring.vmcoreinfo.replace("OFFSET(printk_info.caller_id)=20\n", "").encode())
+    assert log_text(ring.image.read, info) == "[    0.000001] old kernel\n"
 
 
 def test_committed_record_is_printed_reserved_is_a_gap():
@@ -122,7 +158,7 @@ def test_committed_record_is_printed_reserved_is_a_gap():
     ring.append(7000, b"being written", state=RESERVED)
     ring.finish()
     lines = read_ring(ring).splitlines()
-    assert lines[-2:] == ["[    0.000006] not finalized yet", "[ gap: 1 records unreadable ]"]
+    assert lines[-2:] == ["[    0.000006] [      T0] not finalized yet", "[ gap: 1 records unreadable ]"]
 
 
 DAMAGE = ("reserved", "wrong id", "text_len too long", "block id", "garbage lpos", "data lost")
@@ -167,7 +203,7 @@ def test_expired_record_between_kept_ones_is_skipped_like_the_kernel():
     states = [ring.records[i].state for i in ring.ids() if i in ring.records]
     assert states[0] == FINALIZED and REUSABLE in states[1:]
     assert "gap" not in read_ring(ring)
-    assert read_ring(ring).startswith("[    0.000000] \n")
+    assert read_ring(ring).startswith("[    0.000000] [      T0] \n")
 
 
 @settings(max_examples=300)
@@ -300,7 +336,7 @@ def test_dmesg_only_writes_just_the_log(tmp_path):
     assert proc.returncode == 0, proc.stderr
     (dump_dir,) = (tmp_path / "crash").iterdir()
     assert dump_files(dump_dir) == ["vmcore-dmesg.txt"]
-    assert (dump_dir / "vmcore-dmesg.txt").read_text() == "[    0.000000] hello\n"
+    assert (dump_dir / "vmcore-dmesg.txt").read_text() == "[    0.000000] [      T0] hello\n"
 
 
 def test_log_failure_is_one_warning_and_the_dump_goes_on(tmp_path):
@@ -364,6 +400,12 @@ def crash_log(crash) -> str:
     return kernel_log_of_file(str(crash.path))
 
 
+@pytest.fixture(scope="module")
+def crash_log_plain(crash) -> str:
+    """Without the caller id: the lines of makedumpfile 1.7.4 and older, and of the console."""
+    return kernel_log_of_file(str(crash.path), DmesgFormat.PLAIN)
+
+
 @pytest.mark.realkernel
 def test_log_holds_the_marker_and_the_crash_with_its_backtrace(crash, crash_log):
     lines = crash_log.splitlines()
@@ -379,25 +421,49 @@ def test_log_holds_the_marker_and_the_crash_with_its_backtrace(crash, crash_log)
 
 @pytest.mark.realkernel
 @pytest.mark.skipif(not shutil.which("makedumpfile"), reason="makedumpfile not installed")
-def test_log_equals_makedumpfile_line_for_line(crash, crash_log, tmp_path):
-    """Debian's makedumpfile 1.7.2 --dump-dmesg, 6.12 included (its ringbuffer layout is the
-    one 1.7.2 knows)."""
-    out = tmp_path / "makedumpfile-dmesg.txt"
-    proc = subprocess.run(["makedumpfile", "--dump-dmesg", str(crash.path), str(out)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    theirs = out.read_text(errors="surrogateescape").splitlines()
-    assert crash_log.splitlines() == theirs
+def test_plain_log_equals_makedumpfile_1_7_2_line_for_line(crash, crash_log_plain, tmp_path):
+    """Debian's makedumpfile 1.7.2 --dump-dmesg (no caller id), 6.12 included (its ringbuffer
+    layout is the one 1.7.2 knows)."""
+    theirs = makedumpfile_dmesg("makedumpfile", crash.path, tmp_path)
+    assert crash_log_plain.splitlines() == theirs
     assert len(theirs) > 300
 
 
+UPSTREAM_MAKEDUMPFILE = Path(__file__).resolve().parents[2] / "shared" / "tools" / "makedumpfile"
+
+
 @pytest.mark.realkernel
-def test_every_console_line_of_the_crashed_kernel_is_in_the_log(crash, crash_log):
+@pytest.mark.skipif(not UPSTREAM_MAKEDUMPFILE.exists(),
+                    reason=f"upstream makedumpfile 1.7.5+ (which prints the caller id) not at {UPSTREAM_MAKEDUMPFILE}")
+def test_log_equals_upstream_makedumpfile_with_the_caller_id_line_for_line(crash, crash_log, tmp_path):
+    theirs = makedumpfile_dmesg(str(UPSTREAM_MAKEDUMPFILE), crash.path, tmp_path)
+    assert crash_log.splitlines() == theirs
+    assert all(re.match(r"\[ *\d+\.\d{6}\] \[ *[TC]\d+\] ", line) for line in theirs if line.startswith("["))
+
+
+def makedumpfile_dmesg(program: str, vmcore: Path, tmp_path: Path) -> list[str]:
+    out = tmp_path / "makedumpfile-dmesg.txt"
+    out.unlink(missing_ok=True)
+    proc = subprocess.run([program, "--dump-dmesg", str(vmcore), str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out.read_text(errors="surrogateescape").splitlines()
+
+
+@pytest.mark.realkernel
+def test_triage_reads_the_log_with_caller_ids_as_without(crash_log, crash_log_plain):
+    report = parse_log(crash_log)
+    assert report.panic and report.trace
+    assert report == parse_log(crash_log_plain)
+
+
+@pytest.mark.realkernel
+def test_every_console_line_of_the_crashed_kernel_is_in_the_log(crash, crash_log_plain):
     """Independent of makedumpfile: what the crashed kernel printed on its serial console (up to
     the capture kernel's first line) appears in the log, line for line."""
     console = Path(crash.console_log).read_text(errors="replace").splitlines()
     boots = [i for i, line in enumerate(console) if "] Linux version " in line]
     printed = [line.rstrip("\r") for line in console[:boots[1]] if re.match(r"\[ *\d+\.\d{6}\] ", line)]
-    ours = set(crash_log.splitlines())
+    ours = set(crash_log_plain.splitlines())
     assert len(printed) > 300
     assert [line for line in printed if line not in ours] == []
 

@@ -18,9 +18,8 @@ import errno
 import os
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 from .. import fastcopy
@@ -256,6 +255,40 @@ class _PageDataWriter:
 KDUMP_PARTS = ("header", "sub-header", "notes (VMCOREINFO)", "bitmaps", "page descriptors", "page data")
 CUT_SHORT = "page missing (dump cut short)"
 DESCS_PER_READ = 4096
+# read_pages reads the data of neighbouring pages in one read when they lie this close together
+# (zlib/lzo/snappy pages of a makedumpfile dump are back to back in pfn order), up to this much.
+DATA_GAP_BYTES = 4096
+DATA_READ_BYTES = 1 << 20
+Decompress = Callable[[bytes, int], bytes]
+
+
+def _zstd() -> tuple[Decompress, type[Exception]]:
+    import zstandard
+
+    context = zstandard.ZstdDecompressor()
+    return (lambda data, size: context.decompress(data, max_output_size=size)), zstandard.ZstdError
+
+
+def _lzo() -> tuple[Decompress, type[Exception]]:
+    import lzo  # python-lzo: makedumpfile -l writes raw LZO1X blocks (no python-lzo header)
+
+    return (lambda data, size: lzo.decompress(data, False, size)), lzo.error
+
+
+def _snappy() -> tuple[Decompress, type[Exception]]:
+    import cramjam  # makedumpfile -p writes raw snappy blocks, not the framed format
+
+    return (lambda data, size: bytes(cramjam.snappy.decompress_raw(data))), cramjam.DecompressionError
+
+
+def _zlib() -> tuple[Decompress, type[Exception]]:
+    return (lambda data, size: zlib.decompress(data, bufsize=size)), zlib.error
+
+
+# Each page compression a kdump file can hold, by its descriptor flag; its library is imported
+# when a page of that compression is first read.
+DECOMPRESSORS: dict[int, Callable[[], tuple[Decompress, type[Exception]]]] = {
+    PAGE_FLAGS["zlib"]: _zlib, PAGE_FLAGS["lzo"]: _lzo, PAGE_FLAGS["snappy"]: _snappy, PAGE_FLAGS["zstd"]: _zstd}
 
 
 @dataclass(frozen=True)
@@ -291,6 +324,7 @@ class KdumpFile:
         self._read_at = read_at
         self.size = size
         self._release: Callable[[], None] = lambda: None  # open() sets it to close its file
+        self._decompressors: dict[int, tuple[Decompress, type[Exception]]] = {}
         self.header = DISK_DUMP_HEADER.parse(read_at(0, DISK_DUMP_HEADER.size))
         if self.header.signature[:size] != SIGNATURE[:size]:  # a file cut inside it has what is left
             raise InputError("not a kdump-compressed file (no KDUMP signature)")
@@ -336,11 +370,11 @@ class KdumpFile:
             return Truncation(self.size, "page data", self._data_end(), self.pages_missing)
         return None
 
-    def _descs(self, start: int, end: int) -> list[Any]:
+    def descs(self, start: int, end: int) -> list[Any]:
         raw = self._read_at(self.layout.descs_offset + start * PAGE_DESC.size, (end - start) * PAGE_DESC.size)
         return [PAGE_DESC.parse(raw, i * PAGE_DESC.size) for i in range(end - start)]
 
-    def _has_data(self, desc: Any) -> bool:
+    def has_data(self, desc: Any) -> bool:
         return desc.offset != 0 and desc.offset + desc.size <= self.size
 
     def _pages_without_data(self) -> int:
@@ -354,8 +388,8 @@ class KdumpFile:
         missing, end = 0, self.ndump
         while end > 0:
             start = max(0, end - DESCS_PER_READ)
-            for desc in reversed(self._descs(start, end)):
-                if not self._has_data(desc):
+            for desc in reversed(self.descs(start, end)):
+                if not self.has_data(desc):
                     missing += 1
                 elif written_in_order and desc.offset > self.descs_end:
                     return missing
@@ -369,7 +403,7 @@ class KdumpFile:
         data_end, end = self.descs_end, self.ndump
         while end > 0:
             start = max(0, end - DESCS_PER_READ)
-            descs = [desc for desc in self._descs(start, end) if desc.offset != 0]
+            descs = [desc for desc in self.descs(start, end) if desc.offset != 0]
             data_end = max([data_end, *(desc.offset + desc.size for desc in descs)])
             if written_in_order and any(desc.offset > self.descs_end for desc in descs):
                 break
@@ -436,10 +470,14 @@ class KdumpFile:
     def is_dumpable(self, pfn: int) -> bool:
         return self._bit(self.dumpable, pfn)
 
-    def page_desc(self, pfn: int) -> Any:
+    def rank(self, pfn: int) -> int:
+        """The index of pfn's descriptor: the dumpable pages before it."""
         block = pfn // 4096
-        index = self._rank_blocks[block] + fastcopy.count_bits(self.dumpable, block * 4096, pfn)
-        return PAGE_DESC.parse(self._read_at(self.layout.descs_offset + index * PAGE_DESC.size, PAGE_DESC.size))
+        return self._rank_blocks[block] + fastcopy.count_bits(self.dumpable, block * 4096, pfn)
+
+    def page_desc(self, pfn: int) -> Any:
+        return PAGE_DESC.parse(self._read_at(self.layout.descs_offset + self.rank(pfn) * PAGE_DESC.size,
+                                             PAGE_DESC.size))
 
     def read_page(self, pfn: int) -> bytes | None:
         """The page's bytes; None if the page is not in the dump (excluded or never written).
@@ -451,28 +489,69 @@ class KdumpFile:
         if not self.is_dumpable(pfn):
             return None
         desc = self.page_desc(pfn)
-        if not self._has_data(desc):  # descriptor never written, or its data cut off
+        if not self.has_data(desc):  # descriptor never written, or its data cut off
             return None
+        return self._decode(pfn, desc, self._read_at(desc.offset, desc.size))
+
+    def read_pages(self, pfns: Iterable[int]) -> Iterator[tuple[int, bytes | None]]:
+        """(pfn, read_page(pfn)) for dumpable pfns given in ascending order, with one read for the
+        descriptors of a run of them and one for the data of neighbouring pages."""
+        pending: list[int] = []
+        for pfn in pfns:
+            if pending and pfn - pending[0] >= DESCS_PER_READ:
+                yield from self._read_batch(pending)
+                pending = []
+            pending.append(pfn)
+        if pending:
+            yield from self._read_batch(pending)
+
+    def _read_batch(self, pfns: list[int]) -> Iterator[tuple[int, bytes | None]]:
+        first = self.rank(pfns[0])
+        ranks = [first]
+        for before, pfn in zip(pfns, pfns[1:]):  # each pfn is dumpable: one descriptor past the last
+            ranks.append(ranks[-1] + 1 + fastcopy.count_bits(self.dumpable, before + 1, pfn))
+        descs = self.descs(first, ranks[-1] + 1)
+        wanted = sorted((desc.offset, desc.size, pfn, desc) for pfn, rank in zip(pfns, ranks)
+                        for desc in [descs[rank - first]] if self.has_data(desc))
+        pages: dict[int, bytes | None] = {}
+        start = 0
+        while start < len(wanted):
+            lo, hi, stop = wanted[start][0], wanted[start][0] + wanted[start][1], start + 1
+            while stop < len(wanted) and wanted[stop][0] <= hi + DATA_GAP_BYTES and \
+                    max(hi, wanted[stop][0] + wanted[stop][1]) - lo <= DATA_READ_BYTES:
+                hi = max(hi, wanted[stop][0] + wanted[stop][1])
+                stop += 1
+            block = self._read_at(lo, hi - lo)
+            for offset, size, pfn, desc in wanted[start:stop]:
+                pages[pfn] = self._decode(pfn, desc, block[offset - lo:offset - lo + size])
+            start = stop
+        for pfn in pfns:
+            yield pfn, pages.get(pfn)
+
+    def _decode(self, pfn: int, desc: Any, data: bytes) -> bytes | None:
         if desc.flags == 0:  # stored as is: exactly one page
-            return self._read_at(desc.offset, desc.size) if desc.size == self.page_size else None
+            return data if desc.size == self.page_size else None
         if not 0 < desc.size < self.page_size:  # compressed pages are stored only when smaller
             return None
-        data = self._read_at(desc.offset, desc.size)
-        decompress: Callable[[bytes], bytes]
-        damaged: type[Exception]
-        if desc.flags == PAGE_FLAGS["zstd"]:
-            import zstandard
-
-            decompress, damaged = (partial(zstandard.ZstdDecompressor().decompress, max_output_size=self.page_size),
-                                   zstandard.ZstdError)
-        elif desc.flags == PAGE_FLAGS["zlib"]:
-            decompress, damaged = zlib.decompress, zlib.error
-        else:
-            raise InputError(f"page {pfn:#x}: compression flags {desc.flags:#x} not supported")
+        found = self._decompressors.get(desc.flags)
+        if found is None:
+            make = DECOMPRESSORS.get(desc.flags)
+            if make is None:
+                raise InputError(f"page {pfn:#x}: compression flags {desc.flags:#x} not supported")
+            try:
+                found = self._decompressors[desc.flags] = make()
+            except ImportError as e:
+                raise InputError(f"page {pfn:#x} is {self._method(desc.flags)}-compressed and {e.name} is not "
+                                 "installed: pip install vmcore-collector's requirements") from None
+        decompress, damaged = found
         try:
-            page = decompress(data)
+            page = decompress(data, self.page_size)
         except damaged as e:
             if not self.complete:
                 return None
             raise InputError(f"page {pfn:#x}: damaged compressed data ({e})") from None
         return page if len(page) == self.page_size else None
+
+    @staticmethod
+    def _method(flags: int) -> str:
+        return next(name for name, flag in PAGE_FLAGS.items() if flag == flags)

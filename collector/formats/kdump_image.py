@@ -7,6 +7,7 @@ phys_base from the sub-header, physical memory page by page through KdumpFile.re
 from __future__ import annotations
 
 from ..errors import InputError
+from ..kernel.memory import TranslationError
 from ..kernel.page_cache import PageCache
 from ..source import elf
 from ..source.vmcore import Segment
@@ -18,8 +19,10 @@ PAGE_CACHE_PAGES = 1024
 MACHINE_NUMBERS = {name: number for number, name in elf.MACHINE_NAMES.items()}
 
 
-class PageNotInDump(InputError):
-    """A physical page that the dump does not hold (excluded by its dump level, or never written)."""
+class PageNotInDump(InputError, TranslationError):
+    """A physical page that the dump does not hold (excluded by its dump level, or never written).
+    A TranslationError too: kernel-data readers (struct pages, page tables) treat kernel memory
+    they cannot reach as they treat an unmapped address."""
 
 
 class KdumpPhysicalMemory:

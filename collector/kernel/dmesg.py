@@ -5,7 +5,11 @@ Two layouts, chosen in ``read_log``:
 - Linux 3.5-5.9: structured records in log_buf, SYMBOL(log_buf) with log_first_idx/log_next_idx.
 Older kernels (a plain text log_buf) are not supported.
 
-Output follows makedumpfile --dump-dmesg: ``[%5lu.%06lu] text`` per record, a newline inside a
+Output follows makedumpfile --dump-dmesg: ``[%5lu.%06lu] text`` per record, and since makedumpfile
+1.7.5 (commit 48bb1e0) the printk caller id after the timestamp, ``[    T123] `` for a task or
+``[      C1] `` for a CPU, when VMCOREINFO exports OFFSET(printk_info.caller_id) (Linux 5.10+,
+every kernel) or OFFSET(printk_log.caller_id) (Linux 5.1-5.9 with CONFIG_PRINTK_CALLER);
+DmesgFormat.PLAIN leaves it out, as makedumpfile 1.7.4 and older print. A newline inside a
 record continues on a line indented to the text, bytes that are neither printable nor white
 space as ``\\xNN``. Records that cannot be read (overwritten, half written, bad lengths) are
 replaced by one ``[ gap: N records unreadable ]`` line per run; every loop is bounded by the
@@ -67,10 +71,25 @@ class DmesgError(InputError):
     """The kernel log cannot be found or read at all."""
 
 
+class DmesgFormat(enum.Enum):
+    """How records are printed: as current makedumpfile (the caller id where the kernel keeps
+    one) or plain (no caller id, as makedumpfile 1.7.4 and older and vmcore-dmesg print)."""
+
+    CALLER_ID = "caller-id"
+    PLAIN = "plain"
+
+
+# The kernel sets this bit of caller_id when a CPU (in interrupt context) printed, not a task.
+CALLER_ID_CPU = 0x80000000
+# makedumpfile's PID_CHARS_DEFAULT: the caller id is right-aligned in this many columns.
+CALLER_ID_WIDTH = 8
+
+
 @dataclass(frozen=True)
 class LogRecord:
     ts_nsec: int
     text: bytes
+    caller_id: int | None = None  # None: the kernel's VMCOREINFO exports no caller_id offset
 
 
 @dataclass(frozen=True)
@@ -83,7 +102,7 @@ class Gap:
 LogEntry = LogRecord | Gap
 
 
-def kernel_log(image: MemoryImage) -> str:
+def kernel_log(image: MemoryImage, style: DmesgFormat = DmesgFormat.CALLER_ID) -> str:
     """The crashed kernel's log as text, makedumpfile --dump-dmesg style; DmesgError if the
     log cannot be found or read."""
     if image.vmcoreinfo is None:
@@ -92,16 +111,16 @@ def kernel_log(image: MemoryImage) -> str:
         kernel = kernel_memory(image)
     except TranslationError as e:
         raise DmesgError(f"kernel log unreadable: {e}") from None
-    return log_text(kernel.read, image.vmcoreinfo)
+    return log_text(kernel.read, image.vmcoreinfo, style)
 
 
-def log_text(read: ReadFn, info: VmcoreInfo) -> str:
+def log_text(read: ReadFn, info: VmcoreInfo, style: DmesgFormat = DmesgFormat.CALLER_ID) -> str:
     """The log as text from kernel memory ``read``; DmesgError for whatever stops the reading
     (an unmapped address, a page left out of a dump, a log that cannot be found)."""
     try:
         cache = PageCache(lambda number: read(number * READ_PAGE_SIZE, READ_PAGE_SIZE), READ_PAGE_SIZE,
                           READ_CACHE_PAGES)
-        return format_log(read_log(cache.read, info))
+        return format_log(read_log(cache.read, info), style)
     except DmesgError:
         raise
     except (TranslationError, InputError) as e:
@@ -119,16 +138,19 @@ def read_log(read: ReadFn, info: VmcoreInfo) -> list[LogEntry]:
                      "(Linux 3.5-5.9): the kernel log format is not supported")
 
 
-def format_log(entries: list[LogEntry]) -> str:
-    return "".join(format_entry(entry) for entry in entries)
+def format_log(entries: list[LogEntry], style: DmesgFormat = DmesgFormat.CALLER_ID) -> str:
+    return "".join(format_entry(entry, style) for entry in entries)
 
 
-def format_entry(entry: LogEntry) -> str:
+def format_entry(entry: LogEntry, style: DmesgFormat = DmesgFormat.CALLER_ID) -> str:
     if isinstance(entry, Gap):
         count = "some" if entry.records is None else str(entry.records)
         return f"[ gap: {count} records unreadable ]\n"
     seconds, nanoseconds = divmod(entry.ts_nsec, 1_000_000_000)
     prefix = f"[{seconds:5d}.{nanoseconds // 1000:06d}] "
+    if entry.caller_id is not None and style is DmesgFormat.CALLER_ID:
+        kind = "C" if entry.caller_id & CALLER_ID_CPU else "T"
+        prefix += f"[{kind + str(entry.caller_id & ~CALLER_ID_CPU):>{CALLER_ID_WIDTH}}] "
     newline = "\n" + " " * len(prefix)
     return prefix + "".join(_CHAR_TEXT[byte] if byte != 0x0A else newline for byte in entry.text) + "\n"
 
@@ -215,8 +237,9 @@ class _PrintkRingbuffer:
         self.off_next = blk + layout.offset("prb_data_blk_lpos.next")
         self.off_ts = layout.offset("printk_info.ts_nsec")
         self.off_text_len = layout.offset("printk_info.text_len")
+        self.off_caller = info.offsets.get("printk_info.caller_id")
         if max(self.off_state, self.off_begin, self.off_next) + 8 > self.desc_size or \
-                max(self.off_ts + 8, self.off_text_len + 2) > self.info_size:
+                max(self.off_ts + 8, self.off_text_len + 2, (self.off_caller or 0) + 4) > self.info_size:
             raise DmesgError("VMCOREINFO offsets lie outside SIZE(prb_desc) or SIZE(printk_info)")
 
     def entries(self) -> list[LogEntry]:
@@ -260,7 +283,8 @@ class _PrintkRingbuffer:
         text_len = _u16(info, self.off_text_len)
         if text_len > len(text):  # the kernel's copy_data refuses such a record too
             return Unread.UNREADABLE
-        return LogRecord(_u64(info, self.off_ts), text[:text_len])
+        caller = None if self.off_caller is None else _u32(info, self.off_caller)
+        return LogRecord(_u64(info, self.off_ts), text[:text_len], caller)
 
     def _text(self, desc_id: int, begin: int, next_lpos: int) -> bytes | None:
         """The data of a block (kernel get_data), without its id; None if invalid or lost."""
@@ -299,7 +323,9 @@ class _StructuredLogBuf:
         self.off_len = layout.offset(f"{name}.len")
         self.off_text_len = layout.offset(f"{name}.text_len")
         self.off_dict_len = layout.offset(f"{name}.dict_len")
-        if max(self.off_ts + 8, self.off_len + 2, self.off_text_len + 2, self.off_dict_len + 2) > self.header_size:
+        self.off_caller = info.offsets.get(f"{name}.caller_id")  # CONFIG_PRINTK_CALLER, Linux 5.1+
+        if max(self.off_ts + 8, self.off_len + 2, self.off_text_len + 2, self.off_dict_len + 2,
+               (self.off_caller or 0) + 4) > self.header_size:
             raise DmesgError(f"VMCOREINFO offsets lie outside SIZE({name})")
         self.buf = _u64(read(layout.symbol("log_buf"), 8), 0)  # char *log_buf
         self.buf_len = _u32(read(layout.symbol("log_buf_len"), 4), 0)
@@ -329,7 +355,8 @@ class _StructuredLogBuf:
             if length < self.header_size + text_len + dict_len or idx + length > self.buf_len:
                 break
             text = self.read(self.buf + idx + self.header_size, text_len)
-            entries.append(LogRecord(_u64(header, self.off_ts), text))
+            caller = None if self.off_caller is None else _u32(header, self.off_caller)
+            entries.append(LogRecord(_u64(header, self.off_ts), text, caller))
             idx += length
         # The records are chained by their lengths: after a damaged one the rest cannot be found.
         entries.append(Gap(None))

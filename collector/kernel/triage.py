@@ -56,7 +56,8 @@ LEVEL_EXCLUDES = {DL_ZERO: "zero pages", DL_CACHE: "page cache", DL_CACHE_PRIVAT
                   DL_USER: "user pages", DL_FREE: "free pages"}
 ALWAYS_EXCLUDED = "hwpoisoned and offline pages"
 
-_LOG_LINE = re.compile(r"^\[\s*(\d+)\.(\d{6})\] (.*)$")
+# The printk caller id ("[    T123] "), which makedumpfile 1.7.5+ and vmcore-save print, is not text.
+_LOG_LINE = re.compile(r"^\[\s*(\d+)\.(\d{6})\] (?:\[ *[TC]\d+\] )?(.*)$")
 _PANIC = re.compile(r"Kernel panic - not syncing: ?(.*)$")
 # Panic reasons that only say an oops came first: the oops line is then the crash's reason.
 _GENERIC_PANICS = ("Fatal exception", "Fatal exception in interrupt")

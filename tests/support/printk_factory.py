@@ -94,6 +94,7 @@ class RingRecord:
     ts_nsec: int
     text: bytes
     state: int
+    caller_id: int = 0
 
 
 class PrintkRing:
@@ -140,7 +141,8 @@ class PrintkRing:
             self.set_state(oldest, REUSABLE)
             self.data_tail = self.blocks[oldest][1]
 
-    def append(self, ts_nsec: int, text: bytes, state: int = FINALIZED) -> int:
+    def append(self, ts_nsec: int, text: bytes, state: int = FINALIZED, caller_id: int = 0) -> int:
+        """``caller_id``: the task id, or CPU number | 0x80000000 (the kernel's printk_caller_id)."""
         assert 8 + len(text) <= self.size // 2, "the kernel refuses blocks larger than half the ring"
         new_id = (self.head_id + 1) & ID_MASK
         # desc_reserve: the slot's previous occupant must be the tail; push the tail past it.
@@ -174,9 +176,9 @@ class PrintkRing:
         self._set_desc(new_id, state, begin, next_lpos)
         info = self.infos + (new_id % self.count) * INFO_SIZE
         self.image.data[info:info + INFO_SIZE] = bytes(INFO_SIZE)
-        self.image.put(info, "<QQH", self.seq, ts_nsec, len(text))
+        self.image.put(info, "<QQHxxI", self.seq, ts_nsec, len(text), caller_id)
         self.seq += 1
-        self.records[new_id] = RingRecord(new_id, ts_nsec, text, state)
+        self.records[new_id] = RingRecord(new_id, ts_nsec, text, state, caller_id)
         return new_id
 
     def finish(self) -> None:
