@@ -68,11 +68,10 @@ def test_the_packaged_file_imports_to_a_local_dump_at_level_31() -> None:
 
 
 def test_the_file_reads_as_sh_reads_it() -> None:
-    names = sorted(parse_assignments(debian_text(SSH='"u@h"', NFS="'s:/e'", FTP_PORT="21")))
-    assert names == ["FTP_PORT", "KDUMP_COREDIR", "KDUMP_INITRD", "KDUMP_KERNEL", "NFS", "SSH", "USE_KDUMP"]
-    assert values_as_sh_reads(debian_text(SSH='"u@h"', NFS="'s:/e'", FTP_PORT="21"), names) == {
-        name: value for name, (value, _) in parse_assignments(debian_text(SSH='"u@h"', NFS="'s:/e'",
-                                                                          FTP_PORT="21")).items()}
+    text = debian_text(SSH='"u@h"', NFS="'s:/e'", FTP_PORT="21")
+    read = {name: value for name, (value, _) in parse_assignments(text).items()}
+    assert sorted(read) == ["FTP_PORT", "KDUMP_COREDIR", "KDUMP_INITRD", "KDUMP_KERNEL", "NFS", "SSH", "USE_KDUMP"]
+    assert read == values_as_sh_reads(text, sorted(read))
 
 
 def test_every_key_of_the_packaged_file_set() -> None:
