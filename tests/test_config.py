@@ -131,6 +131,7 @@ def test_failure_action_dump_to_rootfs_saves_to_the_path_after_the_target() -> N
                                      "final_action poweroff\n")
     assert loaded.targets == (Target("nfs", "server:/exports", "/crash"), Target("path", "", "/crash"))
     assert (loaded.failure_action, loaded.final_action) == ("poweroff", "poweroff")
+    assert config.parse(config.render(loaded)) == loaded
     # A dump meant for the root file system already goes there: nothing to add.
     assert config.parse_kdump_conf("default dump_to_rootfs\n").targets == (Target("path", "", "/var/crash"),)
 

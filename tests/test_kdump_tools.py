@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collector.capture import arm
-from collector.capture.config import Config, ConfigError, Target
+from collector.capture.config import Config, ConfigError, Target, parse, render
 from collector.capture.kdump_tools import parse_assignments, parse_kdump_tools
 from tests.conftest import REPO
 from tests.support.messages import assert_lines_say
@@ -88,6 +88,7 @@ def test_every_key_of_the_packaged_file_set() -> None:
     assert (loaded.ssh_key, loaded.known_hosts) == ("/root/.ssh/id_ed25519", "/root/.ssh/known_hosts")
     assert (loaded.dump_level, loaded.compress, loaded.compress_level) == (31, "zlib", 1)
     assert (loaded.failure_action, loaded.keep_dumps) == ("reboot", None)
+    assert parse(render(loaded)) == loaded  # what the capture initramfs carries reads back the same
     not_used = ["KDUMP_KERNEL", "KDUMP_INITRD", "KDUMP_DUMP_DMESG", "KDUMP_NUM_DUMPS", "KDUMP_COMPRESSION",
                 "KDUMP_KEXEC_ARGS", "KDUMP_CMDLINE", "KDUMP_CMDLINE_APPEND", "HOSTTAG", "NFS", "NFS_TIMEO",
                 "NFS_RETRANS", "FTP", "FTP_USER", "FTP_PASSWORD", "FTP_PORT"]
@@ -119,6 +120,7 @@ def test_kdump_fail_cmd_becomes_the_failure_action_it_asks_for(command: str, act
 def test_makedump_args_are_read_as_makedumpfile_reads_them() -> None:
     loaded = parse_kdump_tools(debian_text(MAKEDUMP_ARGS='"-l -d1 --message-level 7 --num-threads=2 -F"'), "kt")
     assert (loaded.dump_level, loaded.compress, loaded.compress_level, loaded.threads) == (1, "zstd", -3, 2)
+    assert parse(render(loaded)) == loaded
     where = f"kt:{line_of('MAKEDUMP_ARGS')}: "
     assert_lines_say([line for line in loaded.warnings if line.startswith(where)],
                      ("--message-level 7", "not used"), ("-l (lzo)", "zstd level -3 is used instead"),
