@@ -15,13 +15,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from collector.formats.kdump import KdumpFile
+from collector.source.kdump_input import bit_runs, set_bits, slice_bits
 from collector.source.vmcore import Vmcore
 from tests.conftest import run_save
 from tests.support.dumpcheck import drgn_page, drgn_program
-
-pytestmark = pytest.mark.realkernel
 
 DEBIAN_MAKEDUMPFILE = shutil.which("makedumpfile")
 UPSTREAM_MAKEDUMPFILE = Path(__file__).resolve().parents[2] / "shared" / "tools" / "makedumpfile"
@@ -64,14 +65,15 @@ def bits(bitmap: bytes, nbits: int) -> set[int]:
     return {pfn for pfn in range(nbits) if bitmap[pfn >> 3] >> (pfn & 7) & 1}
 
 
+@pytest.mark.realkernel
 @pytest.mark.parametrize("writer, flag, compression", WRITERS)
 def test_refiltering_a_level_1_dump_to_31_gives_makedumpfile_s_bitmaps_and_the_vmcore_s_pages(
         crash, workdir, writer, flag, compression):
-    given = makedumpfile(writer, [flag, "-d", "1"], crash.path, workdir / f"{writer}{flag}-d1")
-    assert KdumpFile.open(str(given)).compression == compression
+    original = makedumpfile(writer, [flag, "-d", "1"], crash.path, workdir / f"{writer}{flag}-d1")
+    assert KdumpFile.open(str(original)).compression == compression
     reference = KdumpFile.open(str(makedumpfile(writer, ["-d", "31"], crash.path, workdir / f"{writer}-d31")))
     out = workdir / f"{writer}{flag}-refiltered"
-    proc = run_save(str(given), "--output", str(out), "-d", "31", "-q")
+    proc = run_save(str(original), "--output", str(out), "-d", "31", "-q")
     assert proc.returncode == 0, proc.stderr
     ours = KdumpFile.open(str(out))
     assert ours.complete and ours.sub_header.dump_level == 31
@@ -85,26 +87,28 @@ def test_refiltering_a_level_1_dump_to_31_gives_makedumpfile_s_bitmaps_and_the_v
             assert drgn_page(prog, pfn, 4096) == source.memory.read(pfn * 4096, 4096), hex(pfn)
 
 
+@pytest.mark.realkernel
 @needs_debian
 def test_pages_the_input_left_out_stay_out_at_a_lower_level(crash, workdir):
     """-d 1 of a -d 31 dump: nothing the input excluded comes back (not even as zeros), every
     page it holds is there, equal; the save says the input's level."""
-    given = makedumpfile("debian", ["-l", "-d", "31"], crash.path, workdir / "debian-l-d31")
+    original = makedumpfile("debian", ["-l", "-d", "31"], crash.path, workdir / "debian-l-d31")
     out = workdir / "d31-to-d1"
-    proc = run_save(str(given), "--output", str(out), "-d", "1")
+    proc = run_save(str(original), "--output", str(out), "-d", "1")
     assert proc.returncode == 0, proc.stderr
     assert "written at dump level 31: the pages it left out are not in the new dump" in proc.stderr
-    before, after = KdumpFile.open(str(given)), KdumpFile.open(str(out))
+    before, after = KdumpFile.open(str(original)), KdumpFile.open(str(out))
     assert after.dumpable == before.dumpable
     for pfn in sorted(bits(before.dumpable, before.max_mapnr))[::7]:
         assert after.read_page(pfn) == before.read_page(pfn), hex(pfn)
 
 
+@pytest.mark.realkernel
 @needs_debian
 def test_input_cut_short_gives_only_the_pages_it_still_holds(crash, workdir):
-    given = makedumpfile("debian", ["-l", "-d", "1"], crash.path, workdir / "debian-l-d1")
+    original = makedumpfile("debian", ["-l", "-d", "1"], crash.path, workdir / "debian-l-d1")
     cut = workdir / "cut-in-half"
-    cut.write_bytes(given.read_bytes()[:given.stat().st_size // 2])
+    cut.write_bytes(original.read_bytes()[:original.stat().st_size // 2])
     out = workdir / "from-cut"
     proc = run_save(str(cut), "--output", str(out), "-d", "31")
     assert proc.returncode == 0, proc.stderr
@@ -120,22 +124,24 @@ def test_input_cut_short_gives_only_the_pages_it_still_holds(crash, workdir):
             assert ours.read_page(pfn) == source.memory.read(pfn * 4096, 4096), hex(pfn)
 
 
+@pytest.mark.realkernel
 @pytest.mark.parametrize("writer, flag, compression", WRITERS)
 def test_info_dmesg_and_triage_read_every_compression(crash, workdir, writer, flag, compression):
-    given = makedumpfile(writer, [flag, "-d", "31"], crash.path, workdir / f"{writer}{flag}-d31")
-    info = run_save("--info", str(given))
+    original = makedumpfile(writer, [flag, "-d", "31"], crash.path, workdir / f"{writer}{flag}-d31")
+    info = run_save("--info", str(original))
     assert info.returncode == 0 and f"compression {compression}" in info.stdout, info.stdout + info.stderr
-    log = run_save("--dmesg", str(given))
+    log = run_save("--dmesg", str(original))
     assert log.returncode == 0, log.stderr
     assert log.stdout == run_save("--dmesg", str(crash.path), check=True).stdout
-    triage = run_save("--triage", str(given))
+    triage = run_save("--triage", str(original))
     assert triage.returncode == 0 and "sysrq triggered crash" in triage.stdout, triage.stdout + triage.stderr
 
 
+@pytest.mark.realkernel
 @needs_debian
 def test_elf_output_of_a_kdump_input_is_refused_in_one_line(crash, workdir):
-    given = makedumpfile("debian", ["-l", "-d", "31"], crash.path, workdir / "debian-l-d31")
-    proc = run_save(str(given), "--output", str(workdir / "elf"), "--format", "elf")
+    original = makedumpfile("debian", ["-l", "-d", "31"], crash.path, workdir / "debian-l-d31")
+    proc = run_save(str(original), "--output", str(workdir / "elf"), "--format", "elf")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "--format elf needs an ELF vmcore as input" in proc.stderr
     assert not (workdir / "elf").exists()
@@ -143,23 +149,51 @@ def test_elf_output_of_a_kdump_input_is_refused_in_one_line(crash, workdir):
 
 def refiltered_by_both(crash, workdir) -> tuple[KdumpFile, KdumpFile, KdumpFile]:
     """A -d 31 lzo dump, and what makedumpfile -d 31 and vmcore-save -d 31 make of it."""
-    given = makedumpfile("debian", ["-l", "-d", "31"], crash.path, workdir / "debian-l-d31")
-    theirs = makedumpfile("debian", ["-d", "31"], given, workdir / "makedumpfile-refiltered")
+    original = makedumpfile("debian", ["-l", "-d", "31"], crash.path, workdir / "debian-l-d31")
+    theirs = makedumpfile("debian", ["-d", "31"], original, workdir / "makedumpfile-refiltered")
     out = workdir / "refiltered-d31"
     if not out.exists():
-        run_save(str(given), "--output", str(out), "-d", "31", "-q", check=True)
-    return KdumpFile.open(str(given)), KdumpFile.open(str(out)), KdumpFile.open(str(theirs))
+        run_save(str(original), "--output", str(out), "-d", "31", "-q", check=True)
+    return KdumpFile.open(str(original)), KdumpFile.open(str(out)), KdumpFile.open(str(theirs))
 
 
+@pytest.mark.realkernel
 @needs_debian
 def test_refiltering_a_dump_keeps_what_makedumpfile_refiltering_keeps(crash, workdir):
-    given, ours, theirs = refiltered_by_both(crash, workdir)
-    assert ours.dumpable == theirs.dumpable == given.dumpable
+    original, ours, theirs = refiltered_by_both(crash, workdir)
+    assert ours.dumpable == theirs.dumpable == original.dumpable
 
 
 @needs_debian
 @pytest.mark.xfail(strict=True, reason="the classifier builds the 1st bitmap from memory.runs (the pages the input "
                    "holds); makedumpfile copies the input's 1st bitmap: KdumpMemory.present_bitmap has it")
+@pytest.mark.realkernel
 def test_the_output_keeps_the_input_s_1st_bitmap_as_makedumpfile(crash, workdir):
-    given, ours, theirs = refiltered_by_both(crash, workdir)
-    assert ours.present == theirs.present == given.present
+    original, ours, theirs = refiltered_by_both(crash, workdir)
+    assert ours.present == theirs.present == original.present
+
+
+bitmaps = st.binary(max_size=64)
+
+
+@given(bitmaps, st.data())
+def test_bit_helpers_agree_with_reading_bit_by_bit(bitmap, data):
+    nbits = data.draw(st.integers(0, 8 * len(bitmap)))
+    lo = data.draw(st.integers(0, nbits))
+    hi = data.draw(st.integers(lo, nbits))
+    every = sorted(bits(bitmap, nbits))
+    assert [pfn for lo_, hi_ in bit_runs(bitmap, nbits) for pfn in range(lo_, hi_)] == every
+    runs = bit_runs(bitmap, nbits)
+    assert all(a[1] < b[0] for a, b in zip(runs, runs[1:]))  # maximal runs: none touch
+    assert list(set_bits(bitmap, lo, hi)) == [pfn for pfn in every if lo <= pfn < hi]
+    assert sorted(pfn + lo for pfn in bits(bytes(slice_bits(bitmap, lo, hi)), hi - lo)) == \
+        [pfn for pfn in every if lo <= pfn < hi]
+    assert len(slice_bits(bitmap, lo, hi)) == (hi - lo + 7) // 8
+
+
+@pytest.mark.realkernel
+@needs_debian
+def test_batched_page_reads_equal_single_ones(crash, workdir):
+    original = KdumpFile.open(str(makedumpfile("debian", ["-c", "-d", "31"], crash.path, workdir / "debian-c-d31")))
+    pfns = sorted(bits(original.dumpable, original.max_mapnr))[::3]
+    assert [(pfn, original.read_page(pfn)) for pfn in pfns] == list(original.read_pages(pfns))

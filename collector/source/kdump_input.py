@@ -104,11 +104,11 @@ class KdumpMemory(PhysicalMemory):
 
     def present_bitmap(self, start: int, end: int) -> bytearray:
         """Bit (pfn - start) for each pfn in [start, end) of the input's 1st bitmap."""
-        return _slice_bits(self.dump.present, start, end)
+        return slice_bits(self.dump.present, start, end)
 
     def data_bitmap(self, start: int, end: int) -> bytearray:
         """Bit (pfn - start) for each pfn in [start, end) whose page the input holds."""
-        return _slice_bits(self._has_data, start, end)
+        return slice_bits(self._has_data, start, end)
 
     def read(self, paddr: int, length: int) -> bytes:
         """Bytes of physical memory; PageNotInDump (a TranslationError too) for a page the input lacks."""
@@ -136,7 +136,7 @@ class KdumpMemory(PhysicalMemory):
             yield SourceWindow(lo, hi - lo, memoryview(buffer))
 
 
-def _slice_bits(bitmap: bytes | bytearray, start: int, end: int) -> bytearray:
+def slice_bits(bitmap: bytes | bytearray, start: int, end: int) -> bytearray:
     """Bits [start, end) of an LSB-first bitmap as a bitmap of their own."""
     nbytes = (end - start + 7) // 8
     if start % 8 == 0:
