@@ -139,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print why the kernel of a vmcore or dump crashed (the record saved as vmcore-triage.txt)")
     p.add_argument("--json", action="store_true", help="with --triage: the record as JSON")
     p.add_argument("--dmesg-only", action="store_true", help=f"save only the kernel log, {LOG_NAME}, into DEST")
-    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--dry-run", action="store_true",
+                   help="classify the pages and predict the dump's size (a sample compressed); write nothing")
     p.add_argument("--fallback", action="append", default=[], metavar="DEST",
                    help="the next destination when DEST cannot take the whole dump (repeatable, tried in order)")
     p.add_argument("--keep-dumps", type=int, metavar="N",

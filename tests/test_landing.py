@@ -7,6 +7,7 @@ system: build-initramfs records the device, the capture job mounts it, status sa
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 from pathlib import Path
 
@@ -119,10 +120,12 @@ def test_capture_job_writes_to_ram_only_for_a_ram_target_and_says_so(tmp_path: P
 # status: where each target lands, from the image the capture kernel will run --------------------
 
 def image_with_config(tmp_path: Path, text: str) -> Path:
-    """A capture initramfs (zstd cpio) that carries ``text`` as /etc/vmcore-collector.conf."""
+    """A capture initramfs (zstd cpio) that carries ``text`` as /etc/vmcore-collector.conf, and
+    the manifest build-initramfs writes (for the running kernel)."""
     tree = tmp_path / "tree"
-    (tree / "etc").mkdir(parents=True)
+    (tree / "etc" / "vmcore-collector").mkdir(parents=True)
     (tree / "etc" / "vmcore-collector.conf").write_text(text)
+    (tree / arm.IMAGE_MANIFEST).write_text(arm._image_manifest_text(os.uname().release))
     image = tmp_path / "capture.img"
     subprocess.run(f"find . | cpio -o -H newc --quiet | zstd -q -o {image}", shell=True, cwd=tree, check=True)
     return image
@@ -134,6 +137,8 @@ def run_status(tmp_path: Path, user_config: str, image: Path, monkeypatch: pytes
     monkeypatch.setattr(arm, "crash_kernel_loaded", lambda: True)
     conf = tmp_path / "vmcore-collector.conf"
     conf.write_text(user_config)
+    if image.exists():  # the image was built after the configuration's last change
+        os.utime(conf, (image.stat().st_mtime - 1, image.stat().st_mtime - 1))
     args = arm.build_parser().parse_args(["status", "--config", str(conf), "--initrd", str(image)])
     assert isinstance(args, argparse.Namespace)
     status = arm.status(args)
@@ -183,5 +188,5 @@ def test_status_refuses_an_unreadable_image(tmp_path: Path, monkeypatch: pytest.
     image = tmp_path / "capture.img"
     image.write_bytes(b"not an image")
     status, out = run_status(tmp_path, "target = path /var/crash\n", image, monkeypatch, capsys)
-    assert f"FAIL targets: {image}:/etc/vmcore-collector.conf: cannot be read" in out
+    assert f"FAIL initramfs: {image} was not built by vmcore-collector" in out
     assert status == 1

@@ -25,16 +25,19 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
 from .. import console
 from ..errors import EXIT_FAILED, EXIT_OK, CollectorError
+from ..targets.ssh.url import SshUrl
 from ..version import VersionAction
+from . import checks, kdump_tools, mounts
 from . import config as configuration
-from . import kdump_tools, mounts
+from . import estimate as estimation
 
 PROGRAM = "vmcore-collector"
 DEFAULT_IMAGE_DIR = "/var/lib/vmcore-collector"
@@ -114,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="is a crash going to be captured?")
     _add_config_options(status)
     status.add_argument("--initrd", metavar="IMG", help="capture initramfs to check")
+    estimate = commands.add_parser("estimate", help="before a crash: dump size and time per dump level, "
+                                   "the crashkernel= the capture needs")
+    _add_config_options(estimate)
+    estimate.add_argument("--initrd", metavar="IMG", help="capture initramfs to size (default: the armed one)")
+    estimate.add_argument("--kcore", default="/proc/kcore", metavar="FILE",
+                          help="the running kernel's memory (default /proc/kcore)")
     for parser in (p, *commands.choices.values()):
         parser.add_argument("--version", action=VersionAction)
     return p
@@ -153,6 +162,8 @@ def _main(argv: list[str]) -> int:
         _kexec(["-p", "-u"])
         _say("disarmed: no capture kernel loaded")
         return EXIT_OK
+    if args.command == "estimate":
+        return estimate(args)
     return status(args)
 
 
@@ -236,6 +247,7 @@ def build_initramfs(config: configuration.Config, kernel_version: str, output: P
     with tempfile.TemporaryDirectory(prefix="vmcore-collector-build.") as work_name:
         work = Path(work_name)
         manifest, python_files = _stage(config, kernel_modules, work / "stage")
+        (work / "stage" / IMAGE_MANIFEST).write_text(_image_manifest_text(kernel_version))
         (work / "manifest").write_text("".join(f"{kind} {src} {dst}\n" for kind, src, dst in manifest))
         base = _dracut_base_with_module(dracut_base, work / "dracut")
         (work / "confdir").mkdir()
@@ -483,16 +495,81 @@ def lands_on(target: configuration.Target) -> str:
     return f"no device (path {target.directory})"
 
 
+def _image_member(image: Path, member: str) -> str:
+    """The text of ``member`` (a path without the leading /) inside a capture initramfs."""
+    unpacked = subprocess.run(["sh", "-c", f"zstd -dc '{image}' | cpio -i --quiet --to-stdout '{member}'"],
+                              check=False, capture_output=True, text=True, errors="replace")
+    if unpacked.returncode != 0 or not unpacked.stdout:
+        reason = unpacked.stderr.strip().splitlines()[-1] if unpacked.stderr.strip() else "not in the image"
+        raise CollectorError(f"{image}:/{member}: cannot be read ({reason}): "
+                             f"rebuild the image ({PROGRAM} build-initramfs)")
+    return unpacked.stdout
+
+
 def image_config(image: Path) -> configuration.Config:
     """The configuration a capture initramfs carries: what the capture kernel will do."""
-    name = f"{image}:/etc/vmcore-collector.conf"
-    unpacked = subprocess.run(
-        ["sh", "-c", f"zstd -dc '{image}' | cpio -i --quiet --to-stdout etc/vmcore-collector.conf"],
-        check=False, capture_output=True, text=True)
-    if unpacked.returncode != 0 or not unpacked.stdout:
-        raise CollectorError(f"{name}: cannot be read ({unpacked.stderr.strip() or 'not in the image'}): "
-                             f"rebuild the image ({PROGRAM} build-initramfs)")
-    return configuration.parse(unpacked.stdout, name)
+    return configuration.parse(_image_member(image, "etc/vmcore-collector.conf"), f"{image}:/etc/vmcore-collector.conf")
+
+
+# What build-initramfs writes into the image, so that status knows an image it built from
+# any other file (a distribution's initramfs, a garbage file) and for which kernel it is.
+IMAGE_MANIFEST = "etc/vmcore-collector/image.json"
+
+
+def _image_manifest_text(kernel_version: str) -> str:
+    from ..version import version
+
+    try:
+        built_by = f"{PROGRAM} {version()}"
+    except CollectorError:  # a checkout without package metadata
+        built_by = f"{PROGRAM} (version unknown)"
+    return json.dumps({"built_by": built_by, "kernel_version": kernel_version,
+                       "built": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=1) + "\n"
+
+
+def image_manifest(image: Path) -> dict[str, str]:
+    """The manifest build-initramfs wrote into ``image``; CollectorError if it has none."""
+    try:
+        manifest = json.loads(_image_member(image, IMAGE_MANIFEST))
+    except CollectorError:
+        raise CollectorError(f"{image} was not built by {PROGRAM} (no /{IMAGE_MANIFEST} inside): "
+                             f"rebuild it ({PROGRAM} build-initramfs)") from None
+    except ValueError:
+        raise CollectorError(f"{image}:/{IMAGE_MANIFEST} is damaged: rebuild it ({PROGRAM} build-initramfs)") from None
+    if not isinstance(manifest, dict) or not str(manifest.get("built_by", "")).startswith(PROGRAM):
+        raise CollectorError(f"{image}:/{IMAGE_MANIFEST} does not name {PROGRAM}: "
+                             f"rebuild it ({PROGRAM} build-initramfs)")
+    return {str(key): str(value) for key, value in manifest.items()}
+
+
+def crashkernel_check(config: configuration.Config, image: Path,
+                      struct_page_bytes: int = estimation.STRUCT_PAGE_BYTES) -> tuple[bool, str]:
+    """(the reservation holds what the capture needs, the line that says so)."""
+    reserved = crash_kernel_reserved()
+    kernel = estimation.kernel_image_bytes()
+    if kernel is None:
+        return False, "crashkernel: cannot size the kernel (/proc/iomem hides its addresses): run as root"
+    if not image.exists():
+        return False, f"crashkernel: cannot size the capture image, {image} is missing (run {PROGRAM} build-initramfs)"
+    need = estimation.crashkernel_need(config, reserved, image.stat().st_size, _unpacked_size(image), kernel,
+                                       struct_page_bytes)
+    verdict = (f"{reserved / 2**20:.0f} MiB reserved: enough" if reserved >= need.total
+               else f"{reserved / 2**20:.0f} MiB reserved: NOT enough, boot with crashkernel={need.total >> 20}M")
+    return reserved >= need.total, (f"crashkernel: the capture needs about {need.total >> 20} MiB "
+                                    f"({need.text()}); {verdict}")
+
+
+def estimate(args: argparse.Namespace) -> int:
+    """Print the dump sizes and times per dump level and the crashkernel check; 0 if the
+    reservation is enough, 1 if not."""
+    loaded = _load_config(args)
+    found = estimation.estimate_dumps(loaded, _say, args.kcore)
+    for text in estimation.estimate_lines(loaded, found):
+        print(text)
+    image = Path(args.initrd or _default_image(os.uname().release))
+    enough, text = crashkernel_check(loaded, image, found.struct_page_bytes)
+    print(text)
+    return EXIT_OK if enough else EXIT_FAILED
 
 
 def status(args: argparse.Namespace) -> int:
@@ -518,15 +595,21 @@ def status(args: argparse.Namespace) -> int:
     line(True, f"config: {config_name} valid, {len(loaded.targets)} target(s), "
          f"final_action {loaded.final_action}, failure_action {loaded.failure_action}")
     image = Path(args.initrd or _default_image(os.uname().release))
-    line(image.exists(), f"initramfs: {image} " + (f"({image.stat().st_size / 2**20:.1f} MiB)" if image.exists()
-                                                   else f"missing (run {PROGRAM} build-initramfs)"))
-    # The image's targets are what the capture kernel uses; without an image, what building one
-    # here would record.
+    ours = image.exists() and image_check(image, Path(config_name), line)
+    if ours:
+        line(*crashkernel_check(loaded, image))
+    elif not image.exists():
+        line(False, f"initramfs: {image} missing (run {PROGRAM} build-initramfs)")
+    # The image's targets are what the capture kernel uses; without one of ours, what building
+    # one here would record.
     try:
-        landed = image_config(image).targets if image.exists() else mounts.with_landing_disks(loaded).targets
+        landed = image_config(image).targets if ours else mounts.with_landing_disks(loaded).targets
     except CollectorError as e:
         line(False, f"targets: {e}")
         return EXIT_FAILED
+    if any(target.kind == "ssh" for target in loaded.targets):
+        problem = checks.ssh_key_problem(loaded.ssh_key)
+        line(problem is None, f"ssh key: {problem or f'{loaded.ssh_key} readable'}")
     if len(landed) != len(loaded.targets):
         line(False, f"initramfs: built for {len(landed)} target(s), {config_name} has {len(loaded.targets)}: "
              f"rebuild it ({PROGRAM} build-initramfs)")
@@ -537,7 +620,38 @@ def status(args: argparse.Namespace) -> int:
         reason = target_reachable(target)
         line(reason is None, f"target {wanted.describe()}: the capture kernel saves to {lands_on(target)}: "
              + ("reachable" if reason is None else reason))
+        if wanted.kind == "ssh":
+            url = SshUrl.parse(wanted.ssh_url())
+            problem = checks.known_hosts_holds(loaded.known_hosts, url.host, url.port)
+            line(problem is None, f"known_hosts: {problem or f'{loaded.known_hosts} holds the key of {url.host}'}")
+        try:
+            line(True, f"target {wanted.describe()}: {checks.probe_target(wanted, loaded)}")
+        except checks.NotProbed as e:
+            print(f"--   target {wanted.describe()}: not probed from here: {e}")
+        except CollectorError as e:
+            line(False, f"target {wanted.describe()}: {e}")
     return EXIT_FAILED if problems else EXIT_OK
+
+
+def image_check(image: Path, config_file: Path, line: Callable[[bool, str], None]) -> bool:
+    """Print whether ``image`` is a capture image this tool built for the running kernel
+    after the last change of ``config_file``; whether it is one this tool built."""
+    try:
+        manifest = image_manifest(image)
+    except CollectorError as e:
+        line(False, f"initramfs: {e}")
+        return False
+    release = os.uname().release
+    size = f"{image.stat().st_size / 2**20:.1f} MiB"
+    if manifest.get("kernel_version") != release:
+        line(False, f"initramfs: {image} is for kernel {manifest.get('kernel_version')}, this one is {release}: "
+             f"rebuild it ({PROGRAM} build-initramfs)")
+    elif config_file.exists() and config_file.stat().st_mtime > image.stat().st_mtime:
+        line(False, f"initramfs: {image} is older than {config_file}: rebuild it ({PROGRAM} build-initramfs)")
+    else:
+        line(True, f"initramfs: {image} ({size}), built by {manifest.get('built_by')} for {release} "
+             f"on {manifest.get('built')}")
+    return True
 
 
 if __name__ == "__main__":

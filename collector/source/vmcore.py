@@ -227,7 +227,7 @@ class Vmcore:
             self.original_notes = core.note_bytes()  # the vmcore's own, also when self.notes is repaired
             notes = list(elf.iter_notes(self.original_notes))
             self.nr_cpus = sum(note.type == elf.NT_PRSTATUS and note.name == b"CORE" for note in notes)
-            self.segments = core.load_segments()
+            self.segments = self._memory_segments(core.load_segments())
             if not self.segments:
                 raise InputError(f"{path}: no PT_LOAD segment: the vmcore holds no memory")
             note = _vmcoreinfo_note(notes)
@@ -250,6 +250,10 @@ class Vmcore:
         except BaseException:
             self.file.close()
             raise
+
+    def _memory_segments(self, segments: list[Segment]) -> list[Segment]:
+        """The PT_LOADs that hold physical memory: all of a vmcore's (source/kcore.py: not all)."""
+        return segments
 
     def close(self) -> None:
         self.file.close()

@@ -47,6 +47,9 @@ class Target(Protocol):
     def free_space(self, path: str) -> int:
         """Bytes available to us under ``path``; -1 if the target cannot tell."""
 
+    def remove(self, path: str) -> None:
+        """Remove a file this run created (vmcore-collector status's probe file)."""
+
     def close(self) -> None: ...
 
 

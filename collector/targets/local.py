@@ -196,6 +196,9 @@ class LocalTarget:
         st = os.statvfs(path)
         return st.f_bavail * st.f_frsize
 
+    def remove(self, path: str) -> None:
+        os.remove(path)
+
     def close(self) -> None:
         """Nothing to release."""
 

@@ -162,6 +162,9 @@ class NfsTarget:
     def free_space(self, path: str) -> int:
         return self._call(self.local.free_space, self._local_path(path))
 
+    def remove(self, path: str) -> None:
+        self._call(self.local.remove, self._local_path(path))
+
     def close(self) -> None:
         """Unmount (forcibly and lazily if the server does not answer) and remove the mount point."""
         if not self.mounted:

@@ -121,10 +121,11 @@ def _config_option(job: Path) -> str:
 
 def crash_and_capture(job: Path, kernel: assets.Kernel, image: Path, marker: str,
                       dump_disk: Path | None = None, netns: str | None = None,
-                      emergency_shell_input: str | None = None) -> CrashRun:
+                      emergency_shell_input: str | None = None, before_arm: str = "") -> CrashRun:
     """Boot the first guest, arm with our command, crash, and wait for the capture kernel to end;
     ``emergency_shell_input`` is typed on the console once the capture kernel's emergency shell
-    is up (it must end the guest, e.g. with poweroff -f)."""
+    is up (it must end the guest, e.g. with poweroff -f). ``before_arm``: arguments of a
+    vmcore-collector command run in the first kernel first (its status does not matter)."""
     shutil.copyfile(kernel.bzimage, job / "vmlinuz")
     settings = {
         "TESTBED_ACTION": "arm",
@@ -140,8 +141,9 @@ def crash_and_capture(job: Path, kernel: assets.Kernel, image: Path, marker: str
         f"#!/bin/sh\nLD_LIBRARY_PATH={kexec_tree}/lib/x86_64-linux-gnu exec {kexec_tree}/sbin/kexec \"$@\"\n")
     (job / "bin" / "kexec").chmod(0o755)
     arm = f"export PATH=/job/bin:$PATH; cd {shlex.quote(str(REPO))} && python -m collector.capture.arm"
+    first = f"{{ {arm} {before_arm} || true; }} && " if before_arm else ""
     (job / "arm-command").write_text(
-        f"{arm} arm --kernel /job/vmlinuz --initrd /job/capture.img {_config_option(job)}"
+        f"{first}{arm} arm --kernel /job/vmlinuz --initrd /job/capture.img {_config_option(job)}"
         f" && {{ {arm} status --initrd /job/capture.img {_config_option(job)} || true; }}\n")
     config = CaptureGuestConfig(
         kernel=kernel.vmlinux, initramfs=kernel.first_initramfs, append=FIRST_APPEND, mem_mib=GUEST_MEM_MIB,

@@ -102,5 +102,8 @@ class SftpTarget:
         """Bytes available under ``path``; -1 (unknown) if the server has no statvfs@openssh.com."""
         return self.connection.retrying(lambda sftp: statvfs_free(sftp, path))
 
+    def remove(self, path: str) -> None:
+        self.connection.retrying(lambda sftp: sftp.remove(path))
+
     def close(self) -> None:
         self.connection.close()

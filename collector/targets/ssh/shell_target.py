@@ -105,5 +105,8 @@ class ShellTarget:
         """Unknown without SFTP: -1."""
         return -1
 
+    def remove(self, path: str) -> None:
+        self._check(f"rm -f -- {shlex.quote(path)}")
+
     def close(self) -> None:
         self.connection.close()
