@@ -59,9 +59,10 @@ def open_memory_image(path: str) -> Iterator[MemoryImage]:
                          "(a flattened stream needs vmcore-rearrange first)")
 
 
-def open_source(path: str, output_format: str = "kdump") -> Vmcore:
+def open_source(path: str, output_format: str = "kdump", dump_level: int | None = None) -> Vmcore:
     """The input of a save: an ELF vmcore, or a kdump-compressed dump to filter again (as
-    ``makedumpfile -d 31 in.kdump out`` does), which reads as one (source/kdump_input.py)."""
+    ``makedumpfile -d 31 in.kdump out`` does), which reads as one (source/kdump_input.py);
+    ``dump_level``, the one asked for, lets it warn when the input's own is higher."""
     kind = file_kind(path)
     if kind is FileKind.FLAT:
         raise InputError(f"{path} is a flattened kdump stream: make it a dump first with "
@@ -73,7 +74,7 @@ def open_source(path: str, output_format: str = "kdump") -> Vmcore:
                          "save it as kdump or flat")
     from .source.kdump_input import KdumpSource
 
-    return KdumpSource(path)
+    return KdumpSource(path, dump_level)
 
 
 def kernel_log_of_file(path: str, style: DmesgFormat = DmesgFormat.CALLER_ID) -> str:

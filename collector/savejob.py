@@ -186,7 +186,7 @@ def save(options: SaveOptions, say: Notice = notice) -> Outcome:
     _check_paths(options)
     progress = LineProgress(quiet=options.quiet)
     started = time.monotonic()
-    with open_source(options.vmcore, options.format) as vmcore:
+    with open_source(options.vmcore, options.format, options.dump_level) as vmcore:
         for warning in vmcore.warnings:
             progress.message(f"warning: {warning}")
         if options.dmesg_only:  # the log is the whole job, so failing to read or write it is an error

@@ -96,7 +96,7 @@ def test_pages_the_input_left_out_stay_out_at_a_lower_level(crash, workdir):
     out = workdir / "d31-to-d1"
     proc = run_save(str(original), "--output", str(out), "-d", "1")
     assert proc.returncode == 0, proc.stderr
-    assert "written at dump level 31: the pages it left out are not in the new dump" in proc.stderr
+    assert "written at dump level 31: the pages it left out stay out (makedumpfile dumps it at 31)" in proc.stderr
     before, after = KdumpFile.open(str(original)), KdumpFile.open(str(out))
     assert after.dumpable == before.dumpable
     for pfn in sorted(bits(before.dumpable, before.max_mapnr))[::7]:
@@ -171,6 +171,22 @@ def test_refiltering_a_dump_keeps_what_makedumpfile_refiltering_keeps(crash, wor
 def test_the_output_keeps_the_input_s_1st_bitmap_as_makedumpfile(crash, workdir):
     original, ours, theirs = refiltered_by_both(crash, workdir)
     assert ours.present == theirs.present == original.present
+
+
+@pytest.mark.realkernel
+@needs_debian
+def test_damaged_page_of_the_input_is_one_line_naming_the_file_and_the_page(crash, workdir):
+    original = makedumpfile("debian", ["-l", "-d", "31"], crash.path, workdir / "debian-l-d31")
+    dump = KdumpFile.open(str(original))
+    pfn = next(pfn for pfn in sorted(bits(dump.dumpable, dump.max_mapnr)) if dump.page_desc(pfn).size > 64)
+    damaged = workdir / "damaged-lzo"
+    data = bytearray(original.read_bytes())
+    offset = dump.page_desc(pfn).offset
+    data[offset:offset + 40] = b"\xff" * 40
+    damaged.write_bytes(data)
+    proc = run_save(str(damaged), "--output", str(workdir / "from-damaged"), "-d", "31")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"{damaged}: page {pfn:#x}: damaged compressed data" in proc.stderr
 
 
 bitmaps = st.binary(max_size=64)

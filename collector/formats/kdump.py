@@ -325,6 +325,7 @@ class KdumpFile:
         self.size = size
         self._release: Callable[[], None] = lambda: None  # open() sets it to close its file
         self._decompressors: dict[int, tuple[Decompress, type[Exception]]] = {}
+        self.name = "kdump file"  # what errors about its pages call it: open() gives the path
         self.header = DISK_DUMP_HEADER.parse(read_at(0, DISK_DUMP_HEADER.size))
         if self.header.signature[:size] != SIGNATURE[:size]:  # a file cut inside it has what is left
             raise InputError("not a kdump-compressed file (no KDUMP signature)")
@@ -433,6 +434,7 @@ class KdumpFile:
             file.close()
             raise
         dump._release = file.close
+        dump.name = path
         return dump
 
     def close(self) -> None:
@@ -537,19 +539,20 @@ class KdumpFile:
         if found is None:
             make = DECOMPRESSORS.get(desc.flags)
             if make is None:
-                raise InputError(f"page {pfn:#x}: compression flags {desc.flags:#x} not supported")
+                raise InputError(f"{self.name}: page {pfn:#x}: compression flags {desc.flags:#x} not supported")
             try:
                 found = self._decompressors[desc.flags] = make()
             except ImportError as e:
-                raise InputError(f"page {pfn:#x} is {self._method(desc.flags)}-compressed and {e.name} is not "
-                                 "installed: pip install vmcore-collector's requirements") from None
+                raise InputError(f"{self.name}: page {pfn:#x} is {self._method(desc.flags)}-compressed and {e.name} "
+                                 "is not installed: install vmcore-collector's requirements (pip install .)") from None
         decompress, damaged = found
         try:
             page = decompress(data, self.page_size)
         except damaged as e:
             if not self.complete:
                 return None
-            raise InputError(f"page {pfn:#x}: damaged compressed data ({e})") from None
+            raise InputError(f"{self.name}: page {pfn:#x}: damaged compressed data ({e}): copy the dump again "
+                             "from where it was saved") from None
         return page if len(page) == self.page_size else None
 
     @staticmethod

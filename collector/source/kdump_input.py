@@ -152,7 +152,8 @@ def slice_bits(bitmap: bytes | bytearray, start: int, end: int) -> bytearray:
 class KdumpSource(Vmcore):
     """An opened kdump-compressed dump, as the save job reads a vmcore (module docstring)."""
 
-    def __init__(self, path: str) -> None:  # not an ELF file: no Vmcore.__init__
+    def __init__(self, path: str, dump_level: int | None = None) -> None:  # not an ELF file: no Vmcore.__init__
+        """``dump_level``: the level the save asks for, to say when the input's is higher."""
         self.image = KdumpImage(path)
         try:
             dump = self.image.dump
@@ -172,9 +173,9 @@ class KdumpSource(Vmcore):
             self.warnings = []
             if self.vmcoreinfo is None:
                 self.warnings.append("no VMCOREINFO note: page filtering that needs kernel data is off")
-            if self.input_dump_level:
-                self.warnings.append(f"{path} was written at dump level {self.input_dump_level}: "
-                                     "the pages it left out are not in the new dump either")
+            if dump_level is not None and self.input_dump_level & ~dump_level:
+                self.warnings.append(f"{path} was written at dump level {self.input_dump_level}: the pages it left "
+                                     f"out stay out (makedumpfile dumps it at {dump_level | self.input_dump_level})")
             if not dump.complete:
                 self.warnings.append(f"{path} is incomplete: {dump.pages_missing} of its {dump.ndump} pages are "
                                      "missing, and missing from the new dump")
