@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from collector.errors import InputError
 from collector.formats.kdump import KdumpFile
 from collector.source.kdump_input import bit_runs, set_bits, slice_bits
 from collector.source.vmcore import Vmcore
@@ -187,6 +189,17 @@ def test_damaged_page_of_the_input_is_one_line_naming_the_file_and_the_page(cras
     proc = run_save(str(damaged), "--output", str(workdir / "from-damaged"), "-d", "31")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert f"{damaged}: page {pfn:#x}: damaged compressed data" in proc.stderr
+
+
+@pytest.mark.realkernel
+@needs_debian
+def test_a_compression_whose_library_is_missing_is_named_with_what_to_install(crash, workdir, monkeypatch):
+    original = makedumpfile("debian", ["-l", "-d", "31"], crash.path, workdir / "debian-l-d31")
+    dump = KdumpFile.open(str(original))
+    pfn = next(pfn for pfn in sorted(bits(dump.dumpable, dump.max_mapnr)) if dump.page_desc(pfn).flags)
+    monkeypatch.setitem(sys.modules, "lzo", None)  # import lzo now raises ImportError
+    with pytest.raises(InputError, match=f"page {pfn:#x} is lzo-compressed and lzo is not installed: install"):
+        dump.read_page(pfn)
 
 
 bitmaps = st.binary(max_size=64)
