@@ -273,6 +273,18 @@ def test_log_buf_gives_every_record_still_in_it(msgs, buf_len):
     assert read_log_buf(log) == format_log(expected)
 
 
+@given(st.lists(st.tuples(st.integers(0, 2**40), texts, callers), max_size=60))
+def test_log_buf_with_config_printk_caller_gives_each_record_its_caller_id(msgs):
+    """Linux 5.1-5.9 built with CONFIG_PRINTK_CALLER: printk_log.caller_id, in VMCOREINFO."""
+    log = StructuredLogBuf(1024, caller_id=True)
+    for ts, text, caller in msgs:
+        log.append(ts, text, caller_id=caller)
+    log.finish()
+    kept = {seq for seq, _, _ in log.kept()}
+    expected = [LogRecord(ts, text, caller) for seq, (ts, text, caller) in enumerate(msgs) if seq in kept]
+    assert read_log_buf(log) == format_log(expected)
+
+
 def test_log_buf_of_linux_3_5_to_3_10_uses_struct_log():
     log = log_buf_with([(1, b"one", b""), (2, b"two", b"SUBSYSTEM=pci")])
     old_names = log.vmcoreinfo.replace("printk_log", "log")

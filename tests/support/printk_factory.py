@@ -56,8 +56,10 @@ OFFSET(atomic_long_t.counter)=0
 """
 DESC_SIZE, INFO_SIZE = 24, 88
 
-# Linux 3.11-5.9 struct printk_log without CONFIG_PRINTK_CALLER.
+# Linux 3.11-5.9 struct printk_log without CONFIG_PRINTK_CALLER, and with it (5.1+: u32 caller_id,
+# the struct padded to its u64 alignment).
 LOG_HEADER = struct.Struct("<QHHHBB")
+LOG_HEADER_CALLER = struct.Struct("<QHHHBBI4x")
 LOG_VMCOREINFO = """SIZE(printk_log)=16
 OFFSET(printk_log.ts_nsec)=0
 OFFSET(printk_log.len)=8
@@ -207,8 +209,9 @@ class StructuredLogBuf:
 
     SYMBOLS, BUF = 0x0, PAGE
 
-    def __init__(self, buf_len: int) -> None:
+    def __init__(self, buf_len: int, caller_id: bool = False) -> None:
         self.buf_len = buf_len
+        self.header = LOG_HEADER_CALLER if caller_id else LOG_HEADER
         self.image = MemoryImage(self.BUF + buf_len)
         self.first_idx = self.next_idx = 0
         self.first_seq = self.next_seq = 0
@@ -218,7 +221,10 @@ class StructuredLogBuf:
     @property
     def vmcoreinfo(self) -> str:
         base = IMAGE_VADDR + self.SYMBOLS
-        return LOG_VMCOREINFO + (f"SYMBOL(log_buf)={base:x}\nSYMBOL(log_buf_len)={base + 8:x}\n"
+        layout = LOG_VMCOREINFO
+        if self.header is LOG_HEADER_CALLER:
+            layout = layout.replace("SIZE(printk_log)=16", "SIZE(printk_log)=24") + "OFFSET(printk_log.caller_id)=16\n"
+        return layout + (f"SYMBOL(log_buf)={base:x}\nSYMBOL(log_buf_len)={base + 8:x}\n"
                                  f"SYMBOL(log_first_idx)={base + 16:x}\nSYMBOL(log_next_idx)={base + 24:x}\n")
 
     def _len_at(self, idx: int) -> int:
@@ -233,23 +239,27 @@ class StructuredLogBuf:
             free = max(self.buf_len - self.next_idx, self.first_idx)
         else:
             free = self.first_idx - self.next_idx
-        return free >= size + LOG_HEADER.size  # room for a wrap marker too
+        return free >= size + self.header.size  # room for a wrap marker too
 
-    def append(self, ts_nsec: int, text: bytes, dictionary: bytes = b"") -> None:
-        size = _align(LOG_HEADER.size + len(text) + len(dictionary), 8)
+    def append(self, ts_nsec: int, text: bytes, dictionary: bytes = b"", caller_id: int = 0) -> None:
+        header = self.header
+        size = _align(header.size + len(text) + len(dictionary), 8)
         while self.first_seq < self.next_seq and not self._has_space(size, False):
             self.first_idx = self._next(self.first_idx)
             self.first_seq += 1
         assert self._has_space(size, self.first_seq == self.next_seq), "message too large for the test buffer"
-        if self.next_idx + size + LOG_HEADER.size > self.buf_len:
+        if self.next_idx + size + header.size > self.buf_len:
             marker = self.BUF + self.next_idx  # an empty header: the buffer wraps here
-            self.image.data[marker:marker + LOG_HEADER.size] = bytes(LOG_HEADER.size)
+            self.image.data[marker:marker + header.size] = bytes(header.size)
             self.next_idx = 0
         at = self.BUF + self.next_idx
         self.image.data[at:at + size] = bytes(size)
-        LOG_HEADER.pack_into(self.image.data, at, ts_nsec, size, len(text), len(dictionary), 0, 6)
-        self.image.data[at + 16:at + 16 + len(text)] = text
-        self.image.data[at + 16 + len(text):at + 16 + len(text) + len(dictionary)] = dictionary
+        caller = (caller_id,) if header is LOG_HEADER_CALLER else ()
+        fields = (ts_nsec, size, len(text), len(dictionary), 0, 6, *caller)
+        header.pack_into(self.image.data, at, *fields)
+        text_at = at + header.size
+        self.image.data[text_at:text_at + len(text)] = text
+        self.image.data[text_at + len(text):text_at + len(text) + len(dictionary)] = dictionary
         self.starts[self.next_seq] = self.next_idx
         self.records.append((self.next_seq, ts_nsec, text))
         self.next_idx += size
