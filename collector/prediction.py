@@ -30,7 +30,7 @@ from .source.vmcore import Vmcore
 
 # Pages compressed per prediction: 32 MiB of 4 KiB pages, read and compressed SAMPLE_CHUNK at a
 # time (memory stays small). Measured against real dumps of the test bed's vmcores: README,
-# "Predicting a dump".
+# "Sizing a dump first: --dry-run".
 SAMPLE_PAGES = 8192
 SAMPLE_CHUNK = 256
 _POPCOUNT = bytes(bin(i).count("1") for i in range(256))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from collector.prediction import SAMPLE_PAGES
 from tests.conftest import run_save
 
 PREDICTED = re.compile(r"predicted size: .* \((\d+) bytes\) \+- .*: (\d+) of (\d+) kept pages compressed")
@@ -62,7 +63,7 @@ def test_dry_run_predicts_a_real_kernels_dump_within_3_percent(real_vmcore, tmp_
     vmcore = real_vmcore(kernel="6.1", mem_mib=512, workload=True)
     proc = run_save("--dry-run", "-d", level, str(vmcore.path))
     size, sample, kept = predicted_bytes(proc.stderr)
-    assert sample == min(4096, kept)
+    assert sample == min(SAMPLE_PAGES, kept)
     run_save("-q", "-d", level, "-o", str(tmp_path / "dump"), str(vmcore.path), check=True)
     real = (tmp_path / "dump").stat().st_size
     assert abs(size - real) <= 0.03 * real, (size, real)

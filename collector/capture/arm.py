@@ -33,7 +33,6 @@ from typing import NoReturn
 
 from .. import console
 from ..errors import EXIT_FAILED, EXIT_OK, CollectorError
-from ..targets.ssh.url import SshUrl
 from ..version import VersionAction
 from . import checks, kdump_tools, mounts
 from . import config as configuration
@@ -621,6 +620,10 @@ def status(args: argparse.Namespace) -> int:
         line(reason is None, f"target {wanted.describe()}: the capture kernel saves to {lands_on(target)}: "
              + ("reachable" if reason is None else reason))
         if wanted.kind == "ssh":
+            # Not at the top: importing the SSH package loads paramiko, which the capture
+            # image carries only for an SSH target.
+            from ..targets.ssh.url import SshUrl
+
             url = SshUrl.parse(wanted.ssh_url())
             problem = checks.known_hosts_holds(loaded.known_hosts, url.host, url.port)
             line(problem is None, f"known_hosts: {problem or f'{loaded.known_hosts} holds the key of {url.host}'}")
