@@ -299,6 +299,50 @@ def count_bits(const uint8_t[::1] bitmap, Py_ssize_t start, Py_ssize_t end):
     return total
 
 
+def kallsyms_find(const uint8_t[::1] names, Py_ssize_t count, const uint8_t[::1] token_table,
+                  const uint8_t[::1] token_index, const uint8_t[::1] first_token_ok,
+                  const uint8_t[::1] token_lengths, const uint8_t[::1] length_ok, wanted):
+    """[(index, name)] of the symbols among the first ``count`` of a kernel's compressed
+    kallsyms_names whose name without its type letter is in ``wanted``; a name is expanded only
+    if ``first_token_ok`` allows its first token and ``length_ok`` its expanded length (at most
+    255; token_lengths: each token's) (kernel/kallsyms.py says why this is enough)."""
+    cdef Py_ssize_t off = 0, i, t, length, pos, size = names.shape[0], table_size = token_table.shape[0]
+    cdef Py_ssize_t start, expanded
+    cdef unsigned char buf[1024]
+    found = []
+    for i in range(count):
+        if off >= size:
+            break
+        length = names[off]
+        off += 1
+        if length & 0x80:  # a "big" symbol: the length takes two bytes (Linux 6.1+)
+            if off >= size:
+                break
+            length = (length & 0x7F) | (<Py_ssize_t>names[off] << 7)
+            off += 1
+        if off + length > size:
+            break
+        if length and first_token_ok[names[off]]:
+            expanded = 0
+            for t in range(off, off + length):
+                expanded += token_lengths[names[t]]
+            if expanded > 255 or not length_ok[expanded]:
+                off += length
+                continue
+            pos = 0
+            for t in range(off, off + length):
+                start = token_index[2 * names[t]] | (<Py_ssize_t>token_index[2 * names[t] + 1] << 8)
+                while start < table_size and token_table[start] and pos < 1024:
+                    buf[pos] = token_table[start]
+                    pos += 1
+                    start += 1
+            name = (<char *>buf)[:pos]
+            if name[1:] in wanted:
+                found.append((i, name))
+        off += length
+    return found
+
+
 def bit_runs(const uint8_t[::1] bitmap, Py_ssize_t start, Py_ssize_t end):
     """Runs of set bits in [start, end) as a list of (first, last + 1) bit numbers."""
     cdef Py_ssize_t bit = start, run_start

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -171,6 +171,39 @@ def span_end_within(selected: Bytes, kept: Bytes, start: int, end: int, max_set:
 def count_bits(bitmap: Bytes, start: int, end: int) -> int:
     """Number of set bits in [start, end) of an LSB-first bitmap."""
     return sum((bitmap[bit >> 3] >> (bit & 7)) & 1 for bit in range(start, end))
+
+
+def kallsyms_find(names: Bytes, count: int, token_table: Bytes, token_index: Bytes, first_token_ok: Bytes,
+                  token_lengths: Bytes, length_ok: Bytes, wanted: Collection[bytes]) -> list[tuple[int, bytes]]:
+    """[(index, name)] of the symbols among the first ``count`` of a kernel's compressed
+    kallsyms_names whose name without its type letter is in ``wanted``; a name is expanded only
+    if ``first_token_ok`` allows its first token and ``length_ok`` its expanded length (at most
+    255; token_lengths: each token's) (kernel/kallsyms.py says why this is enough)."""
+    tokens = []
+    for byte in range(256):
+        start = token_index[2 * byte] | token_index[2 * byte + 1] << 8
+        end = bytes(token_table).find(b"\0", start)
+        tokens.append(bytes(token_table[start:end if end >= 0 else len(token_table)]))
+    found, off, size = [], 0, len(names)
+    for index in range(count):
+        if off >= size:
+            break
+        length = names[off]
+        off += 1
+        if length & 0x80:  # a "big" symbol: the length takes two bytes (Linux 6.1+)
+            if off >= size:
+                break
+            length = (length & 0x7F) | names[off] << 7
+            off += 1
+        if off + length > size:
+            break
+        expanded = sum(token_lengths[byte] for byte in names[off:off + length])
+        if length and first_token_ok[names[off]] and expanded <= 255 and length_ok[expanded]:
+            name = b"".join(tokens[byte] for byte in names[off:off + length])[:1024]
+            if name[1:] in wanted:
+                found.append((index, name))
+        off += length
+    return found
 
 
 def bit_runs(bitmap: Bytes, start: int, end: int) -> list[tuple[int, int]]:

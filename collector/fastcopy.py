@@ -34,6 +34,7 @@ PageEncoder = impl.PageEncoder
 kdump_descs = impl.kdump_descs
 span_end = impl.span_end
 span_end_within = impl.span_end_within
+kallsyms_find = impl.kallsyms_find
 clear_zero_pages = impl.clear_zero_pages
 count_bits = impl.count_bits
 bit_runs = impl.bit_runs

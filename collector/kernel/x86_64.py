@@ -131,26 +131,37 @@ def kernel_pages(tables: KernelMemory) -> KernelPages:
     shifts = ENTRY_SHIFTS_5_LEVEL[5 - tables.levels:]
     table_entries = struct.Struct("<512Q")
 
+    seen: set[int] = set()
+
     def walk(table: int, depth: int, vaddr: int, writable: bool, executable: bool) -> None:
+        if table in seen and depth:  # upper levels share tables (the image's, the fixmap's)
+            return
+        seen.add(table)
         found.tables.append(table >> PAGE_SHIFT)
-        entries = table_entries.unpack(tables.memory.read(table, 4096))
         shift = shifts[depth]
-        for index in range(256 if depth == 0 else 0, 512):
+        last = depth + 1 == len(shifts)
+        if depth == 0:
+            vaddr = 0xFFFF << 48 if tables.levels == 4 else 0xFF << 56
+        span = 512 << shift
+        if last and not (vaddr < KERNEL_IMAGE_END and vaddr + span > START_KERNEL_MAP):
+            return  # a table of 4 KiB pages outside the image: the table itself is what counts
+        entries = table_entries.unpack(tables.memory.read(table, 4096))
+        first = 256 if depth == 0 else 0
+        in_image = vaddr < KERNEL_IMAGE_END and vaddr + span > START_KERNEL_MAP
+        for index in range(first, 512) if in_image else [i for i in range(first, 512)
+                                                         if entries[i] & PTE_PRESENT and not entries[i] & PTE_PSE]:
             entry = entries[index]
             if not entry & PTE_PRESENT:
                 continue
             address = vaddr | index << shift
-            if depth == 0:
-                address |= 0xFFFF << 48 if tables.levels == 4 else 0xFF << 56
             rw, x = writable and bool(entry & PTE_RW), executable and not entry & PTE_NX
             base = entry & tables.entry_mask
-            if shift == PAGE_SHIFT or (entry & PTE_PSE and shift in (30, 21)):
+            if last or (entry & PTE_PSE and shift in (30, 21)):
                 if START_KERNEL_MAP <= address < KERNEL_IMAGE_END:
                     pages = range(base >> PAGE_SHIFT, (base + (1 << shift)) >> PAGE_SHIFT)
                     (found.image_text if x else found.image_writable if rw else found.image_read_only).extend(pages)
                 continue
-            if depth + 1 < len(shifts):
-                walk(base, depth + 1, address, rw, x)
+            walk(base, depth + 1, address, rw, x)
 
     walk(tables.top_table, 0, 0, True, True)
     return found

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Union
 
 from .. import fastcopy
 from ..scan.classify import PageClassifier
-from ..scan.value import DOWNWARD_PIECE_PFNS, PageClass
+from ..scan.value import PageClass
 from ..source.vmcore import PhysicalMemory, SourceWindow
 from .compression import DEFAULT_LEVEL, LEVEL_RANGES, METHODS, PAGE_FLAGS
 
@@ -200,7 +200,8 @@ def ranked_spans(pipeline: PagePipeline, classifier: PageClassifier, order: list
     for cls in order:
         if not (cls.pfns or cls.slab or cls.rest):
             continue
-        indexes = range(len(windows) - 1, -1, -1) if cls.downward else range(len(windows))
+        downward = cls.piece_pfns > 0
+        indexes = range(len(windows) - 1, -1, -1) if downward else range(len(windows))
         for index in indexes:
             start, end = windows[index]
             if cls.pfns and not mask(cls.pfns, start, end):
@@ -216,9 +217,9 @@ def ranked_spans(pipeline: PagePipeline, classifier: PageClassifier, order: list
             if not selected:
                 continue
             selected_bytes = selected.to_bytes(len(kept_bytes), "little")
-            piece = DOWNWARD_PIECE_PFNS if cls.downward else end - start
+            piece = cls.piece_pfns if downward else end - start
             starts = range(start, end, piece)
-            for piece_start in reversed(starts) if cls.downward else starts:
+            for piece_start in reversed(starts) if downward else starts:
                 piece_end = min(piece_start + piece, end)
                 lo, hi = (piece_start - start) // 8, (piece_end - start + 7) // 8
                 yield from _piece_spans(pipeline, piece_start, piece_end, selected_bytes[lo:hi], kept_bytes[lo:hi],
