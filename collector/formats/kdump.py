@@ -129,18 +129,22 @@ def write_kdump(sink: Sink, vmcore: Vmcore, classifier: PageClassifier, compress
 
     note_offset = ps + KDUMP_SUB_HEADER.size
     has_info = vmcore.vmcoreinfo is not None
-    sub_header = KDUMP_SUB_HEADER.build(
-        phys_base=vmcore.phys_base & 0xFFFFFFFFFFFFFFFF, dump_level=dump_level, split=0,
-        start_pfn=0, end_pfn=0,
-        offset_vmcoreinfo=note_offset + vmcore.vmcoreinfo_offset if has_info else 0,
-        size_vmcoreinfo=vmcore.vmcoreinfo_size if has_info else 0,
-        offset_note=note_offset, size_note=len(vmcore.notes), offset_eraseinfo=0, size_eraseinfo=0,
-        start_pfn_64=0, end_pfn_64=0, max_mapnr_64=layout.max_mapnr)
+    def sub_header(data_end: int) -> bytes:
+        # offset_eraseinfo with no erase info: where the page data ends, so that a reader sees
+        # a file cut short (head -c) although the header says complete: the data is in order
+        # of value, not of descriptors (KdumpFile.expected_end).
+        return KDUMP_SUB_HEADER.build(
+            phys_base=vmcore.phys_base & 0xFFFFFFFFFFFFFFFF, dump_level=dump_level, split=0,
+            start_pfn=0, end_pfn=0,
+            offset_vmcoreinfo=note_offset + vmcore.vmcoreinfo_offset if has_info else 0,
+            size_vmcoreinfo=vmcore.vmcoreinfo_size if has_info else 0,
+            offset_note=note_offset, size_note=len(vmcore.notes), offset_eraseinfo=data_end, size_eraseinfo=0,
+            start_pfn_64=0, end_pfn_64=0, max_mapnr_64=layout.max_mapnr)
     status = compressor.page_flag
     started = time.monotonic()
     try:
         sink.write_at(0, header(status | STATUS_INCOMPLETE))
-        sink.write_at(ps, sub_header + vmcore.notes)
+        sink.write_at(ps, sub_header(0) + vmcore.notes)
         # Pass 1: both bitmaps; the 2nd fixes how many descriptors precede the page data.
         progress.start("bitmaps", layout.max_mapnr, ps)
         ndump = 0
@@ -191,6 +195,7 @@ def write_kdump(sink: Sink, vmcore: Vmcore, classifier: PageClassifier, compress
     result.bytes_out = writer.data_end
     result.phases["pages"] = time.monotonic() - started
     try:
+        sink.write_at(ps, sub_header(writer.data_end))
         sink.write_at(0, header(status | (0 if result.complete else STATUS_INCOMPLETE)))
     except OSError as e:
         result.complete, result.error = False, result.error or f"rewriting the header: {e.strerror or e}"
@@ -385,7 +390,7 @@ class KdumpFile:
         the last descriptor only until one whose data is there (other than the shared zero
         page, which pages of any pfn point at); one the writer marked incomplete has its data in
         order of value (scan/value.py), so every descriptor is looked at."""
-        written_in_order = not self.header.status & STATUS_INCOMPLETE
+        written_in_order = self._written_in_order()
         missing, end = 0, self.ndump
         while end > 0:
             start = max(0, end - DESCS_PER_READ)
@@ -397,10 +402,19 @@ class KdumpFile:
             end = start
         return missing
 
+    def _written_in_order(self) -> bool:
+        """Whether the last descriptors' data is the last data in the file, so a cut is found
+        from the end: true of makedumpfile's dumps and of ours its writer finished and that are
+        as long as their sub-header says (offset_eraseinfo without erase info: the data's end)."""
+        if self.header.status & STATUS_INCOMPLETE:
+            return False
+        expected_end = self.sub_header.offset_eraseinfo if not self.sub_header.size_eraseinfo else 0
+        return not self.descs_end < expected_end or self.size >= expected_end
+
     def _data_end(self) -> int:
         """Where the page data should end: past the descriptor that points furthest (found as
         _pages_without_data finds the last page with data)."""
-        written_in_order = not self.header.status & STATUS_INCOMPLETE
+        written_in_order = self._written_in_order()
         data_end, end = self.descs_end, self.ndump
         while end > 0:
             start = max(0, end - DESCS_PER_READ)

@@ -11,6 +11,7 @@ import hashlib
 import lzma
 import os
 import re
+import shlex
 import shutil
 import struct
 import subprocess
@@ -246,3 +247,28 @@ def prepare_disk() -> Path:
                             str(partial)], check=True)
             partial.rename(image)
         return image
+
+
+def debug_vmlinux(kernel: str) -> Path:
+    """``kernel``'s vmlinux with its debug info, what crash and drgn need beside a dump:
+    Debian's linux-image-<release>-dbg (about 850 MB, downloaded once; only the vmlinux is
+    kept, about 630 MB)."""
+    prepared = prepare_kernel(kernel)
+    path = prepared.directory / "vmlinux-dbg"
+    with locked(f"dbg-{kernel}"):
+        if path.exists():
+            return path
+        package = f"linux-image-{prepared.release}-dbg"
+        member = f"./usr/lib/debug/boot/vmlinux-{prepared.release}"
+        for suite in debian.SUITE_SOURCES:
+            apt = debian.PrivateApt(suite, cache_dir() / "apt" / suite)
+            if package not in apt.package_names(re.escape(package)):
+                continue
+            (deb,) = apt.download([package], cache_dir() / "debs" / suite)
+            with tempfile.TemporaryDirectory(dir=prepared.directory) as tmp:
+                subprocess.run(f"dpkg-deb --fsys-tarfile {shlex.quote(str(deb))} | tar -x -C {shlex.quote(tmp)} "
+                               f"{shlex.quote(member)}", shell=True, check=True)
+                (Path(tmp) / member).rename(path)
+            deb.unlink()
+            return path
+    raise TestbedError(f"no Debian suite has {package}")

@@ -1,0 +1,137 @@
+"""Page data goes out in order of value (collector/scan/value.py): a dump cut short still answers
+"why did it crash". Proved on a real crash with the readers analysts use, crash and drgn, each
+with Debian's debug vmlinux; the cut is a real one (RLIMIT_FSIZE: the target fills up)."""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+
+import pytest
+
+from collector.errors import EXIT_INCOMPLETE
+from collector.formats.kdump import KdumpFile
+from tests.conftest import run_save
+from tests.support.vmcore_factory import SegmentSpec, build_vmcore
+from tests.testbed import assets
+
+DRGN_PROBE = r"""
+import json, sys, drgn
+from drgn.helpers.linux.pid import for_each_task
+from drgn.helpers.linux.printk import get_printk_records
+prog = drgn.Program()
+prog.set_core_dump(sys.argv[1])
+prog.load_debug_info([sys.argv[2]])
+found = {}
+try:
+    found["trace"] = [frame.name for frame in prog.crashed_thread().stack_trace()]
+except Exception as e:
+    found["trace"] = repr(e)
+try:
+    found["tasks"] = sorted(int(task.pid) for task in for_each_task(prog))
+except Exception as e:
+    found["tasks"] = repr(e)
+try:
+    found["log"] = [record.text.decode(errors="replace") for record in get_printk_records(prog)]
+except Exception as e:
+    found["log"] = repr(e)
+print(json.dumps(found))
+"""
+
+
+def drgn_reads(dump, vmlinux) -> dict:
+    proc = subprocess.run([sys.executable, "-c", DRGN_PROBE, str(dump), str(vmlinux)], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def crash_reads(dump, vmlinux) -> dict:
+    """crash's log, bt and ps, each as the lines that carry its answer (crash prints warnings
+    about an incomplete dump around them)."""
+    found = {}
+    for command, keep in (("log", lambda line: line.startswith("[")),
+                          ("bt", lambda line: line.lstrip().startswith("#")),
+                          ("ps", lambda line: line[:1] in (" ", ">") and line.strip()[:1].isdigit())):
+        proc = subprocess.run(["crash", "-s", str(vmlinux), str(dump)], input=f"{command}\nquit\n",
+                              capture_output=True, text=True, timeout=600)
+        found[command] = [line for line in proc.stdout.splitlines() if keep(line)]
+    return found
+
+
+def save_cut(vmcore, path, limit: int | None):
+    def cap() -> None:
+        if limit is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return subprocess.run([sys.executable, "-m", "collector", "-d", "31", "--output", str(path), str(vmcore)],
+                          capture_output=True, text=True, preexec_fn=cap, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def crash_1g(real_vmcore):
+    return real_vmcore(kernel="6.1", mem_mib=1024, workload=True)
+
+
+@pytest.fixture(scope="module")
+def vmlinux():
+    return assets.debug_vmlinux("6.1")
+
+
+@pytest.fixture(scope="module")
+def whole(crash_1g, vmlinux, tmp_path_factory):
+    path = tmp_path_factory.mktemp("whole") / "dump"
+    proc = save_cut(crash_1g.path, path, None)
+    assert proc.returncode == 0, proc.stderr
+    return path, drgn_reads(path, vmlinux), crash_reads(path, vmlinux)
+
+
+@pytest.mark.realkernel
+def test_the_whole_dump_answers_every_question(whole):
+    _, drgn, crash = whole
+    assert "sysrq_handle_crash" in drgn["trace"]
+    assert len(drgn["tasks"]) > 40 and any("sysrq: Trigger a crash" in line for line in drgn["log"])
+    assert any("sysrq_handle_crash" in line for line in crash["bt"])
+    assert crash["ps"] and crash["log"]
+
+
+@pytest.mark.realkernel
+def test_a_dump_cut_at_a_quarter_gives_the_whole_log_the_crash_backtrace_and_every_task(whole, crash_1g, vmlinux,
+                                                                                      tmp_path):
+    full_path, full_drgn, full_crash = whole
+    cut = tmp_path / "cut"
+    proc = save_cut(crash_1g.path, cut, full_path.stat().st_size // 4)
+    assert proc.returncode == EXIT_INCOMPLETE, proc.stderr
+    dump = KdumpFile.open(str(cut))
+    try:
+        assert not dump.complete and dump.pages_missing
+    finally:
+        dump.close()
+    drgn = drgn_reads(cut, vmlinux)
+    assert drgn["trace"] == full_drgn["trace"]
+    assert drgn["tasks"] == full_drgn["tasks"]
+    assert drgn["log"] == full_drgn["log"]
+    assert crash_reads(cut, vmlinux) == full_crash
+
+
+@pytest.mark.realkernel
+def test_a_dump_cut_at_a_tenth_gives_the_whole_log(whole, crash_1g, vmlinux, tmp_path):
+    full_path, full_drgn, _ = whole
+    cut = tmp_path / "cut"
+    assert save_cut(crash_1g.path, cut, full_path.stat().st_size // 10).returncode == EXIT_INCOMPLETE
+    assert drgn_reads(cut, vmlinux)["log"] == full_drgn["log"]
+
+
+def test_without_page_tables_every_page_is_still_written_once(tmp_path):
+    """A vmcore whose kernel cannot be read (no VMCOREINFO): only the slab and the rest are
+    ordered, and the dump still holds every page."""
+    pages = [bytes([i]) * 4096 for i in range(1, 33)]
+    (tmp_path / "vmcore").write_bytes(build_vmcore([SegmentSpec(0x100000, b"".join(pages))]))
+    run_save(str(tmp_path / "vmcore"), "--output", str(tmp_path / "dump"), "-d", "1", check=True)
+    dump = KdumpFile.open(str(tmp_path / "dump"))
+    try:
+        assert [dump.read_page(0x100 + i) for i in range(32)] == pages
+    finally:
+        dump.close()
