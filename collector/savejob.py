@@ -198,7 +198,7 @@ def save(options: SaveOptions, say: Notice = notice) -> Outcome:
             attempt = _save_with_fallbacks(options, dump_dir_name(vmcore), retention, say,
                                            lambda target, directory: _log_into(target, directory, text))
             return Outcome(EXIT_OK, attempt.path, seconds=time.monotonic() - started, log_lines=text.count("\n"))
-        classifier = PageClassifier(vmcore, options.dump_level, progress.message)
+        classifier = PageClassifier(vmcore, options.dump_level | vmcore.input_dump_level, progress.message)
         if options.output is not None:
             attempt = _save_output(vmcore, classifier, options, progress, say)
         else:

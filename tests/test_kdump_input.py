@@ -167,8 +167,6 @@ def test_refiltering_a_dump_keeps_what_makedumpfile_refiltering_keeps(crash, wor
 
 
 @needs_debian
-@pytest.mark.xfail(strict=True, reason="the classifier builds the 1st bitmap from memory.runs (the pages the input "
-                   "holds); makedumpfile copies the input's 1st bitmap: KdumpMemory.present_bitmap has it")
 @pytest.mark.realkernel
 def test_the_output_keeps_the_input_s_1st_bitmap_as_makedumpfile(crash, workdir):
     original, ours, theirs = refiltered_by_both(crash, workdir)

@@ -94,5 +94,8 @@ class SectionMemMap:
             raise MemMapError(f"struct pages of pfn {start_pfn:#x}: {e}") from None
         memory = self.kernel.memory
         if mapped >= length and isinstance(memory, PhysicalMemory):
-            return memory.view(paddr, length)
+            try:
+                return memory.view(paddr, length)
+            except TranslationError as e:  # a kdump input without that page of struct pages
+                raise MemMapError(f"struct pages of pfn {start_pfn:#x}: {e}") from None
         return MappedBytes(memoryview(self.read_struct_pages(start_pfn, count)), None)

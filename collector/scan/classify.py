@@ -98,16 +98,9 @@ class PageClassifier:
         return [(start, min(start + WINDOW_PFNS, total)) for start in range(0, total, WINDOW_PFNS)]
 
     def present_bitmap(self, start: int, end: int) -> bytearray:
-        """Bit (pfn - start) set for each pfn in [start, end) that some PT_LOAD holds."""
-        bitmap = bytearray((end - start + 7) // 8)
-        for run in self.memory.runs:
-            lo, hi = max(run.start_pfn, start), min(run.end_pfn, end)
-            if lo < hi:
-                _set_bits(bitmap, lo - start, hi - start)
-        for pfn in self.memory.partial_pfns:
-            if start <= pfn < end:
-                _set_bits(bitmap, pfn - start, pfn - start + 1)
-        return bitmap
+        """Bit (pfn - start) set for each pfn in [start, end) that the input has: some PT_LOAD
+        holds it, or a kdump input's 1st bitmap names it (makedumpfile copies that bitmap)."""
+        return self.memory.present_bitmap(start, end)
 
     def dumpable_bitmap(self, start: int, end: int, counts: PageCounts | None = None) -> bytearray:
         """Bit set for each pfn in [start, end) the dump keeps (zero pages still included).
@@ -125,7 +118,7 @@ class PageClassifier:
         cached = self._cached.get((start, end))
         if cached is not None:
             return cached
-        bitmap = self.present_bitmap(start, end)
+        bitmap = self.memory.data_bitmap(start, end)  # only pages whose data the input holds
         slab = bytearray(len(bitmap))
         if self.mem_map is None or self.params is None:
             return bytes(bitmap), bytes(slab)
@@ -155,17 +148,3 @@ class PageClassifier:
             self._cached[(start, end)] = result
             self._cached_bytes += 2 * len(bitmap)
         return result
-
-
-def _set_bits(bitmap: bytearray, lo: int, hi: int) -> None:
-    """Set bits [lo, hi) of an LSB-first bitmap, whole bytes at a time in the middle."""
-    while lo < hi and lo & 7:
-        bitmap[lo >> 3] |= 1 << (lo & 7)
-        lo += 1
-    full_end = hi & ~7
-    if lo < full_end:
-        bitmap[lo >> 3:full_end >> 3] = b"\xff" * ((full_end - lo) >> 3)
-        lo = full_end
-    while lo < hi:
-        bitmap[lo >> 3] |= 1 << (lo & 7)
-        lo += 1

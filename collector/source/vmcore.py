@@ -163,6 +163,21 @@ class PhysicalMemory:
                 if boundary % ps:
                     yield boundary // ps
 
+    def present_bitmap(self, start: int, end: int) -> bytearray:
+        """Bit (pfn - start) set for each pfn in [start, end) that some PT_LOAD holds."""
+        bitmap = bytearray((end - start + 7) // 8)
+        for run in self.runs:
+            lo, hi = max(run.start_pfn, start), min(run.end_pfn, end)
+            if lo < hi:
+                set_bits(bitmap, lo - start, hi - start)
+        for pfn in self.partial_pfns:
+            if start <= pfn < end:
+                set_bits(bitmap, pfn - start, pfn - start + 1)
+        return bitmap
+
+    # An ELF vmcore holds the data of every page it has.
+    data_bitmap = present_bitmap
+
     def read(self, paddr: int, length: int) -> bytes:
         """Bytes of physical memory; parts no segment holds read as zeros."""
         out = bytearray(length)
@@ -214,6 +229,10 @@ class PhysicalMemory:
 
 class Vmcore:
     """An opened ELF vmcore: notes, VMCOREINFO and physical memory."""
+
+    # The dump level of an input that is itself a dump (source/kdump_input.py): the pages it
+    # left out stay out, so the output's dump level includes it, as makedumpfile's does.
+    input_dump_level = 0
 
     def __init__(self, path: str) -> None:
         self.file = VmcoreFile(path)
@@ -350,3 +369,17 @@ def _vmcoreinfo_note(notes: list[elf.Note]) -> elf.Note | None:
     lookalikes = [note for note in notes if note.name not in (b"CORE", ORIGINAL_VMCOREINFO_NOTE_NAME)
                   and VmcoreInfo.parse(note.desc).looks_like_vmcoreinfo()]
     return next(iter(named or lookalikes), None)
+
+
+def set_bits(bitmap: bytearray, lo: int, hi: int) -> None:
+    """Set bits [lo, hi) of an LSB-first bitmap, whole bytes at a time in the middle."""
+    while lo < hi and lo & 7:
+        bitmap[lo >> 3] |= 1 << (lo & 7)
+        lo += 1
+    full_end = hi & ~7
+    if lo < full_end:
+        bitmap[lo >> 3:full_end >> 3] = b"\xff" * ((full_end - lo) >> 3)
+        lo = full_end
+    while lo < hi:
+        bitmap[lo >> 3] |= 1 << (lo & 7)
+        lo += 1
