@@ -1,5 +1,5 @@
 """The architecture module of a dump, chosen from its ELF machine: the one place that maps
-e_machine to a module (x86_64.py; others are added to ARCHITECTURES)."""
+e_machine to a module (x86_64.py, arm64.py; others are added to ARCHITECTURES)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Protocol
 
 from ..source import elf
 from ..source.vmcoreinfo import VmcoreInfo
-from . import x86_64
+from . import arm64, x86_64
 from .memory import KernelMemory, MemoryImage, TranslationError
 from .x86_64 import KernelPages
 
@@ -16,11 +16,13 @@ from .x86_64 import KernelPages
 class Architecture(Protocol):
     """What an architecture module provides (mypy checks each module in ARCHITECTURES)."""
 
-    def kernel_symbol_paddr(self, vaddr: int, phys_base: int) -> int | None:
-        """Physical address of a kernel-image symbol, None if ``vaddr`` is outside the image."""
+    def kernel_symbol_paddr(self, vaddr: int, phys_base: int, info: VmcoreInfo | None) -> int | None:
+        """Physical address of a kernel-image symbol, None if ``vaddr`` is outside the image
+        (arm64 needs VMCOREINFO's kimage_voffset, x86_64 only phys_base)."""
 
-    def phys_base_of(self, segments: Sequence[elf.Segment]) -> int:
-        """phys_base when VMCOREINFO does not give it, from the PT_LOADs."""
+    def phys_base_of(self, segments: Sequence[elf.Segment], info: VmcoreInfo | None) -> int:
+        """phys_base when VMCOREINFO has no NUMBER(phys_base): from the PT_LOADs on x86_64,
+        NUMBER(PHYS_OFFSET) on arm64."""
 
     def vmcoreinfo_repairs(self, info: VmcoreInfo) -> list[tuple[str, str, str]]:
         """(key, value, where it comes from) for missing VMCOREINFO lines that can be restored."""
@@ -36,7 +38,7 @@ class Architecture(Protocol):
         """The pfns of the stack that ``stack_pointer`` points into."""
 
 
-ARCHITECTURES: dict[int, Architecture] = {elf.EM_X86_64: x86_64}
+ARCHITECTURES: dict[int, Architecture] = {elf.EM_X86_64: x86_64, elf.EM_AARCH64: arm64}
 
 
 def architecture(e_machine: int) -> Architecture | None:

@@ -34,12 +34,12 @@ def kernel_image_paddr(vaddr: int, phys_base: int) -> int:
     return vaddr - START_KERNEL_MAP + phys_base
 
 
-def kernel_symbol_paddr(vaddr: int, phys_base: int) -> int | None:
+def kernel_symbol_paddr(vaddr: int, phys_base: int, info: VmcoreInfo | None) -> int | None:
     """kernel_image_paddr of a symbol's address, None if the address is outside the image."""
     return kernel_image_paddr(vaddr, phys_base) if vaddr >= START_KERNEL_MAP else None
 
 
-def phys_base_of(segments: Sequence[Segment]) -> int:
+def phys_base_of(segments: Sequence[Segment], info: VmcoreInfo | None) -> int:
     """phys_base derived from the kernel-text PT_LOAD (kexec writes one), else 0."""
     for seg in segments:
         if seg.vaddr >= START_KERNEL_MAP:

@@ -328,7 +328,7 @@ class Vmcore:
         """VMCOREINFO's NUMBER(phys_base), else what the architecture derives from the PT_LOADs."""
         if self.vmcoreinfo and "phys_base" in self.vmcoreinfo.numbers:
             return self.vmcoreinfo.numbers["phys_base"]
-        return self.arch.phys_base_of(self.segments) if self.arch else 0
+        return self.arch.phys_base_of(self.segments, self.vmcoreinfo) if self.arch else 0
 
     def kernel_symbol_paddr(self, name: str) -> int | None:
         """Physical address of a kernel-image symbol named in VMCOREINFO (None on an
@@ -336,7 +336,7 @@ class Vmcore:
         vaddr = self.vmcoreinfo.symbols.get(name) if self.vmcoreinfo else None
         if vaddr is None or self.arch is None:
             return None
-        return self.arch.kernel_symbol_paddr(vaddr, self.phys_base)
+        return self.arch.kernel_symbol_paddr(vaddr, self.phys_base, self.vmcoreinfo)
 
     def utsname(self) -> dict[str, str]:
         """The crashed kernel's utsname (init_uts_ns), or what VMCOREINFO and ELF tell."""

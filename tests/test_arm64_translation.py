@@ -1,0 +1,233 @@
+"""arm64 kernel address translation reads the crashed kernel's own page tables from VMCOREINFO
+alone: every page size, VA_BITS and table depth, block mappings, 52-bit physical addresses,
+KASLR's kimage_voffset and a randomised PHYS_OFFSET; what it cannot translate it says."""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from collector.kernel import arch
+from collector.kernel.memory import TranslationError
+from collector.source import elf
+from collector.source.vmcore import Vmcore
+from tests.conftest import run_save
+from tests.support.vmcore_factory import SegmentSpec, build_vmcore
+
+# (PAGESIZE, NUMBER(VA_BITS), NUMBER(TCR_EL1_T1SZ) or None, the depth of swapper_pg_dir): the
+# depths are makedumpfile's calculate_plat_config table (arch/arm64/Kconfig), the bits it walks
+# with the run-time size except with 64 KiB pages (drgn's rule).
+CONFIGS = [
+    (4096, 39, 25, 3), (4096, 48, 16, 4), (4096, 52, 12, 5), (4096, 52, 16, 4),
+    (16384, 36, 28, 2), (16384, 47, 17, 3), (16384, 48, 16, 4), (16384, 52, 12, 4), (16384, 52, 17, 3),
+    (65536, 42, 22, 2), (65536, 48, 16, 3), (65536, 52, 12, 3), (65536, 52, 16, 3),
+    (4096, 48, None, 4), (65536, 42, None, 2),  # kernels before 5.9 export no TCR_EL1_T1SZ
+]
+TABLES_PADDR = 0x4000_0000          # where the builder puts its tables (64 KiB aligned)
+DATA_PADDR = 0x5000_0000            # one page of known bytes, mapped for the read test
+KIMAGE_VOFFSET = 0xFFFF_7FFF_C800_0000  # a KASLR'd image: swapper_pg_dir's vaddr - paddr
+
+
+@dataclass
+class Arm64Tables:
+    """A swapper_pg_dir built from the architecture's rules (ARM ARM descriptor formats), and
+    the map it was built from: vaddr -> (paddr, size) for each page or block."""
+
+    page_size: int
+    walk_bits: int
+    levels: int
+    tables: dict[int, bytearray] = field(default_factory=dict)  # paddr -> table
+    mappings: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.page_shift = self.page_size.bit_length() - 1
+        self.index_bits = self.page_shift - 3
+        self.top = self._new_table()
+
+    def _new_table(self) -> int:
+        paddr = TABLES_PADDR + len(self.tables) * self.page_size
+        self.tables[paddr] = bytearray(self.page_size)
+        return paddr
+
+    def shift(self, level: int) -> int:
+        """Bits below level ``level``'s index (level 1 holds pages)."""
+        return self.page_shift + self.index_bits * (level - 1)
+
+    def index(self, vaddr: int, level: int) -> int:
+        bits = self.walk_bits - self.shift(level) if level == self.levels else self.index_bits
+        return (vaddr >> self.shift(level)) & ((1 << bits) - 1)
+
+    def descriptor(self, paddr: int, kind: int, attributes: int) -> int:
+        """paddr in a descriptor: bits [47:PAGE_SHIFT] in place; [51:48] in bits [15:12] with
+        64 KiB pages (FEAT_LPA), [49:48] in place and [51:50] in [9:8] with 52-bit 4/16 KiB (LPA2)."""
+        low = paddr & 0x0000_FFFF_FFFF_FFFF
+        if self.page_shift == 16:
+            low |= (paddr >> 48 & 0xF) << 12
+        elif self.walk_bits == 52:
+            low = paddr & 0x0003_FFFF_FFFF_FFFF | (paddr >> 50 & 0x3) << 8
+        return low | kind | attributes
+
+    def entry(self, table: int, index: int) -> int:
+        return int.from_bytes(self.tables[table][index * 8:index * 8 + 8], "little")
+
+    def set_entry(self, table: int, index: int, value: int) -> None:
+        self.tables[table][index * 8:index * 8 + 8] = value.to_bytes(8, "little")
+
+    def map(self, vaddr: int, paddr: int, level: int, attributes: int, invalid: bool = False) -> bool:
+        """Map a page (level 1) or a block; False if it would overlap what is mapped.
+        ``invalid``: write a descriptor that maps nothing though it holds an address: valid bit
+        clear, or 0b01 at level 1 (reserved there)."""
+        table = self.top
+        for upper in range(self.levels, level, -1):
+            entry = self.entry(table, self.index(vaddr, upper))
+            if entry & 3 == 1:
+                return False  # inside a block
+            if entry == 0:
+                child = self._new_table()
+                self.set_entry(table, self.index(vaddr, upper), self.descriptor(child, 3, 0))
+                table = child
+            else:
+                table = next(t for t in self.tables if self.descriptor(t, 3, 0) == entry)
+        if self.entry(table, self.index(vaddr, level)):
+            return False
+        kind = (1 if level == 1 else 2) if invalid else 3 if level == 1 else 1
+        self.set_entry(table, self.index(vaddr, level), self.descriptor(paddr, kind, attributes))
+        if not invalid:
+            self.mappings[vaddr] = (paddr, 1 << self.shift(level))
+        return True
+
+    def lookup(self, vaddr: int) -> int | None:
+        """The builder's own answer: the paddr ``vaddr`` maps to, None if unmapped."""
+        for start, (paddr, size) in self.mappings.items():
+            if start <= vaddr < start + size:
+                return paddr + vaddr - start
+        return None
+
+
+def vmcoreinfo(page_size: int, va_bits: int, t1sz: int | None, extra: str = "") -> str:
+    swapper = (TABLES_PADDR + KIMAGE_VOFFSET) & (1 << 64) - 1
+    return (f"OSRELEASE=6.1.0-synthetic-arm64\nPAGESIZE={page_size}\nSYMBOL(swapper_pg_dir)={swapper:x}\n"
+            f"NUMBER(VA_BITS)={va_bits}\n" + (f"NUMBER(TCR_EL1_T1SZ)={t1sz:#x}\n" if t1sz is not None else "")
+            + f"NUMBER(kimage_voffset)={KIMAGE_VOFFSET:#x}\nNUMBER(PHYS_OFFSET)=0xffff966dc0000000\n"
+            "KERNELOFFSET=1c00000\nCRASHTIME=1764000000\n" + extra)
+
+
+def vmcore_of(directory: str, tables: Arm64Tables, info: str, data: bytes = b"") -> str:
+    """An aarch64 ELF vmcore holding the tables (and ``data`` at DATA_PADDR)."""
+    segments = [SegmentSpec(TABLES_PADDR, b"".join(tables.tables[t] for t in sorted(tables.tables)))]
+    if data:
+        segments.append(SegmentSpec(DATA_PADDR, data))
+    path = os.path.join(directory, "vmcore")
+    with open(path, "wb") as f:
+        f.write(build_vmcore(segments, info, machine=elf.EM_AARCH64))
+    return path
+
+
+@st.composite
+def layouts(draw):
+    """A configuration, page tables mapping random pages and blocks, addresses to look up."""
+    page_size, va_bits, t1sz, levels = draw(st.sampled_from(CONFIGS))
+    walk_bits = va_bits if page_size == 65536 or t1sz is None else 64 - t1sz
+    tables = Arm64Tables(page_size, walk_bits, levels)
+    rng = random.Random(draw(st.integers(0, 2**32)))
+    wide_pa = page_size == 65536 or walk_bits == 52
+    # Attribute bits a translation must ignore: AF, nG, PXN/UXN, contiguous, software bits;
+    # SH [9:8] only where those bits are not address bits (LPA2).
+    attribute_bits = [10, 11, 52, 53, 54, 55, 58] + ([8, 9] if not (walk_bits == 52 and page_size != 65536) else [])
+    space = 1 << walk_bits
+    # Blocks where the architecture allows them: level 2 (and level 3 with 4 KiB pages).
+    block_levels = [lvl for lvl in (2, 3) if lvl < levels and (lvl == 2 or page_size == 4096)]
+    unmapped: list[int] = []
+    for _ in range(draw(st.integers(1, 24))):
+        level = rng.choice([1, 1, *block_levels])
+        size = 1 << tables.shift(level)
+        vaddr = ((1 << 64) - space + rng.randrange(space)) & ~(size - 1)
+        paddr = rng.randrange(1 << (52 if wide_pa else 48)) & ~(size - 1)
+        attributes = sum(1 << bit for bit in attribute_bits if rng.random() < 0.5)
+        invalid = rng.random() < 0.2
+        if tables.map(vaddr, paddr, level, attributes, invalid) and invalid:
+            unmapped.append(vaddr + rng.randrange(size))
+    mapped = [start + rng.randrange(size) for start, (_, size) in tables.mappings.items()]
+    anywhere = [(1 << 64) - space + rng.randrange(space) for _ in range(8)]
+    return (page_size, va_bits, t1sz), tables, mapped + unmapped + anywhere
+
+
+@settings(max_examples=150, deadline=None)
+@given(layouts())
+def test_kernel_addresses_translate_as_the_tables_map_them_and_unmapped_ones_raise(layout):
+    (page_size, va_bits, t1sz), tables, addresses = layout
+    with tempfile.TemporaryDirectory() as directory:
+        with Vmcore(vmcore_of(directory, tables, vmcoreinfo(page_size, va_bits, t1sz))) as vmcore:
+            kernel = arch.kernel_memory(vmcore)
+            for vaddr in addresses:
+                expected = tables.lookup(vaddr)
+                if expected is None:
+                    with pytest.raises(TranslationError, match="not mapped"):
+                        kernel.translate(vaddr)
+                    continue
+                start = max(s for s in tables.mappings if s <= vaddr)
+                size = tables.mappings[start][1]
+                assert kernel.translate(vaddr) == (expected, start + size - vaddr), hex(vaddr)
+
+
+@pytest.mark.parametrize(("page_size", "va_bits", "t1sz", "levels"), CONFIGS)
+def test_reads_through_a_page_give_the_bytes_it_maps_and_user_addresses_are_not_kernel_ones(
+        tmp_path, page_size, va_bits, t1sz, levels):
+    walk_bits = va_bits if page_size == 65536 or t1sz is None else 64 - t1sz
+    tables = Arm64Tables(page_size, walk_bits, levels)
+    vaddr = (1 << 64) - (1 << walk_bits) + 0x1234 * page_size  # near the bottom of kernel space
+    assert tables.map(vaddr, DATA_PADDR, 1, 1 << 10)
+    data = random.Random(page_size).randbytes(page_size)
+    with Vmcore(vmcore_of(str(tmp_path), tables, vmcoreinfo(page_size, va_bits, t1sz), data)) as vmcore:
+        kernel = arch.kernel_memory(vmcore)
+        assert kernel.read(vaddr + 8, 64) == data[8:72]
+        # A tagged pointer (top byte not 0xff, KASAN_SW_TAGS) reads the same page.
+        assert kernel.read(vaddr & ~(0xFF << 56) | 0x3C << 56, 16) == data[:16]
+        with pytest.raises(TranslationError, match="not a kernel address"):
+            kernel.translate(0x0000_7FFF_F000_0000)
+
+
+def test_phys_offset_of_a_randomised_linear_map_is_negative_and_the_header_carries_it(tmp_path):
+    tables = Arm64Tables(4096, 48, 4)
+    with Vmcore(vmcore_of(str(tmp_path), tables, vmcoreinfo(4096, 48, 16))) as vmcore:
+        # NUMBER(PHYS_OFFSET)=0xffff966dc0000000 is memstart_addr moved below 0.
+        assert vmcore.phys_base == 0xFFFF966DC0000000 - (1 << 64)
+    path = vmcore_of(str(tmp_path), tables, vmcoreinfo(4096, 48, 16))
+    run_save(path, "--output", str(tmp_path / "dump"), "-d", "1", check=True)
+    from collector.formats.kdump import KdumpFile
+
+    # crash takes the kdump header's phys_base as arm64's phys_offset, as makedumpfile writes it.
+    dump = KdumpFile.open(str(tmp_path / "dump"))
+    try:
+        assert dump.sub_header.phys_base == 0xFFFF966DC0000000
+    finally:
+        dump.close()
+
+
+@pytest.mark.parametrize(("drop", "reason"), [
+    ("NUMBER(VA_BITS)", "no NUMBER(VA_BITS)"),
+    ("NUMBER(kimage_voffset)", "no NUMBER(kimage_voffset)"),
+    ("SYMBOL(swapper_pg_dir)", "no SYMBOL(swapper_pg_dir)"),
+])
+def test_vmcoreinfo_without_what_translation_needs_keeps_every_page_and_says_why_once(tmp_path, drop, reason):
+    tables = Arm64Tables(4096, 48, 4)
+    assert tables.map(0xFFFF_0000_0000_0000, DATA_PADDR, 1, 0)
+    info = "".join(line + "\n" for line in vmcoreinfo(4096, 48, 16).splitlines() if not line.startswith(drop))
+    path = vmcore_of(str(tmp_path), tables, info)
+    proc = run_save(path, "--output", str(tmp_path / "dump"), "-d", "31")
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if "struct pages" in line]
+    assert len(warnings) == 1 and reason in warnings[0] and "are kept" in warnings[0], proc.stderr
+    from collector.formats.kdump import KdumpFile
+
+    dump = KdumpFile.open(str(tmp_path / "dump"))
+    try:
+        assert dump.read_page(TABLES_PADDR // 4096) == bytes(tables.tables[tables.top])
+    finally:
+        dump.close()
