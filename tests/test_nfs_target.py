@@ -3,7 +3,8 @@ nfs-ganesha server that runs, with QEMU, in a private network namespace (10.0.2.
 
 One crash serves every test: in the capture kernel vmcore-save writes a dump over NFSv4.2,
 /proc/vmcore is copied out over 9p for comparison, the kernel log goes to a v3-only export
-(the v4.2 -> v3 fallback), and two unreachable servers (a closed port, a port that never
+(the v4.2 -> v3 fallback), vmcore-collector status probes a writable export, a read-only one
+and a server on no network, and two unreachable servers (a closed port, a port that never
 answers) are tried. Last, the server dies mid-dump twice, once the dump on it passes DIES_AT
 bytes: the host freezes ganesha (SIGSTOP: a hung server) in a run with --fallback to the
 9p-shared /out, and thaws it when that run has ended; then kills it (SIGKILL: a dead server) in a
@@ -39,6 +40,9 @@ from tests.support.nfs_server import NfsServer, nfs_server, silent_listener
 from tests.testbed import CaptureRun, run_in_capture_kernel
 
 CLOSED_PORT, SILENT_PORT = 2050, 2051
+# status's targets, in its configuration's order: writable, read-only, a server on no network
+# (TEST-NET-1: QEMU's user networking finds no route to it from the server's namespace).
+STATUS_TARGETS = ("10.0.2.2:/export", "10.0.2.2:/ro", "192.0.2.1:/export")
 DUMP_DIR_NAME = re.compile(r".+-\d{4}-\d\d-\d\d-\d\d:\d\d:\d\d")
 # The server dies once the dump on it passes this size, a quarter of the uncompressed -d 31 dump
 # (about 67 MiB, some 15 s of writing under TCG).
@@ -64,6 +68,8 @@ save() {{
 save dump -d 31 /proc/vmcore nfs://10.0.2.2/export
 cp --sparse=always /proc/vmcore /out/vmcore
 save log_v3 --dmesg-only /proc/vmcore nfs://10.0.2.2/export3
+printf 'target = nfs %s /\\n' {' '.join(STATUS_TARGETS)} >/out/status.conf
+python3 -m collector.capture.arm status --config /out/status.conf --initrd /out/no-image >/out/status.out 2>&1
 save closed -q /proc/vmcore nfs://10.0.2.2:{CLOSED_PORT}/export
 save silent -q /proc/vmcore nfs://10.0.2.2:{SILENT_PORT}/export
 save hangs_fallback {DIES_OPTIONS} /proc/vmcore nfs://10.0.2.2/hangs --fallback /out/fallback
@@ -100,8 +106,8 @@ def guest_runs(tmp_path_factory: pytest.TempPathFactory) -> GuestRuns:
     if not shutil.which("ganesha.nfsd"):
         pytest.skip("nfs-ganesha is not installed (./dev setup)")
     directory = tmp_path_factory.mktemp("nfs")
-    exports = {"export": (3, 4), "export3": (3,), **{export: (4,) for _, export, _ in DYING_RUNS}}
-    with nfs_server(directory / "server", exports) as server:
+    exports = {"export": (3, 4), "export3": (3,), "ro": (3, 4), **{export: (4,) for _, export, _ in DYING_RUNS}}
+    with nfs_server(directory / "server", exports, read_only=frozenset({"ro"})) as server:
         with silent_listener(server.netns, SILENT_PORT), \
                 server_dies_mid_dump(server, directory / "out") as after_death:
             # Each dying run waits STALL_TIMEOUT for the server on top of the usual ~90 s.
@@ -184,6 +190,23 @@ def test_a_server_without_nfsv4_is_mounted_with_nfsv3(guest_runs: GuestRuns):
     assert rc == 0, f"{err}\n{guest_runs.context()}"
     (dump_dir,) = guest_runs.export_v3_dir.iterdir()
     assert (dump_dir / "vmcore-dmesg.txt").read_text().strip()
+
+
+@pytest.mark.realkernel
+def test_status_probes_each_nfs_target_and_says_where_the_capture_kernel_saves(guest_runs: GuestRuns):
+    out = (guest_runs.capture.outdir / "status.out").read_text()
+    writable, read_only, nowhere = (
+        [line for line in out.splitlines() if line[5:].startswith(f"target nfs {source} /: ")]
+        for source in STATUS_TARGETS)
+    assert_lines_say(writable, ("ok   target", "the capture kernel saves to nfs://10.0.2.2/export",
+                                "mounting 10.0.2.2:/export", "reachable"),
+                     ("ok   target", "probe file created and removed (nfs://10.0.2.2/export/.vmcore-collector-probe-"))
+    assert not list(guest_runs.export_dir.glob(".vmcore-collector-probe*")), "the probe was left behind"
+    assert_lines_say(read_only, ("ok   target", "reachable"),
+                     ("FAIL target", "probe file in nfs://10.0.2.2/ro: Read-only file system"))
+    # One line: the probe is not tried (it would only wait MOUNT_TIMEOUT for the same server).
+    assert_lines_say(nowhere, ("FAIL target", "the capture kernel saves to nfs://192.0.2.1/export", "192.0.2.1:2049: "))
+    print(f"\nstatus in the capture kernel:\n{out}")
 
 
 @pytest.mark.realkernel

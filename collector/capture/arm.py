@@ -33,6 +33,7 @@ from typing import NoReturn
 
 from .. import console
 from ..errors import EXIT_FAILED, EXIT_OK, CollectorError
+from ..targets.nfs import NfsUrl
 from ..version import VersionAction
 from . import checks, kdump_tools, mounts
 from . import config as configuration
@@ -488,7 +489,9 @@ def lands_on(target: configuration.Target) -> str:
     if target.kind == "ssh":
         return f"{target.directory} on {target.source} over SSH"
     if target.kind == "nfs":
-        return f"{target.directory} below {target.source} over NFS"
+        # What vmcore-save is given there (and names the dump by), and what it mounts.
+        url = target.nfs_url()
+        return f"{url}, mounting {NfsUrl.parse(url).device} (NFSv4.2, else NFSv3) after DHCP on its network"
     if target.kind == "ram":
         return f"{target.directory} in its own RAM"
     return f"no device (path {target.directory})"
@@ -627,6 +630,8 @@ def status(args: argparse.Namespace) -> int:
             url = SshUrl.parse(wanted.ssh_url())
             problem = checks.known_hosts_holds(loaded.known_hosts, url.host, url.port)
             line(problem is None, f"known_hosts: {problem or f'{loaded.known_hosts} holds the key of {url.host}'}")
+        if reason is not None and wanted.needs_network:
+            continue  # a probe would only wait for the same server and fail again
         try:
             line(True, f"target {wanted.describe()}: {checks.probe_target(wanted, loaded)}")
         except checks.NotProbed as e:

@@ -6,8 +6,8 @@ namespace (``run_in_capture_kernel(..., netns=server.netns)``) and its user netw
 the guest's connections to 10.0.2.2 to this namespace's loopback, where ganesha listens.
 
 ganesha serves NFS over TCP, each export ``NAME`` being the folder ``directory/NAME`` mounted
-as ``server:/NAME`` in the NFS versions given, with root not squashed and no NFSv4 grace
-period (a fresh server would refuse new files for 90 s).
+as ``server:/NAME`` in the NFS versions given, writable unless named read-only, with root not
+squashed and no NFSv4 grace period (a fresh server would refuse new files for 90 s).
 rpcbind, which v3 clients ask for the MOUNT port, runs beside it. Both get a private /run in a
 private mount namespace: rpcbind's socket /run/rpcbind.sock is a path, not a port, and must
 not meet a host rpcbind. Nothing else on the machine is touched; stop() kills both and deletes
@@ -53,7 +53,7 @@ EXPORT {{
     Pseudo = /{name};
     Protocols = {versions};
     Transports = TCP;
-    Access_Type = RW;
+    Access_Type = {access};
     Squash = No_Root_Squash;
     SecType = sys;
     FSAL {{ Name = VFS; }}
@@ -99,16 +99,19 @@ class NfsServer:
             subprocess.run(["ip", "netns", "delete", self.netns], capture_output=True, timeout=STOP_TIMEOUT)
 
 
-def start_nfs_server(directory: Path, exports: dict[str, tuple[int, ...]]) -> NfsServer:
+def start_nfs_server(directory: Path, exports: dict[str, tuple[int, ...]],
+                     read_only: frozenset[str] = frozenset()) -> NfsServer:
     """Create a network namespace, start rpcbind and ganesha in it and wait until ganesha serves
-    ``exports`` (export name -> NFS versions, e.g. ``{"export": (3, 4)}``)."""
+    ``exports`` (export name -> NFS versions, e.g. ``{"export": (3, 4)}``), those named in
+    ``read_only`` read-only."""
     recovery_dir = directory / "recovery"
     recovery_dir.mkdir(parents=True, exist_ok=True)
     config_text = _CORE_CONFIG.format(recovery=recovery_dir)
     for export_id, (name, versions) in enumerate(exports.items(), start=1):
         (directory / name).mkdir(exist_ok=True)
         config_text += _EXPORT_CONFIG.format(export_id=export_id, path=directory / name, name=name,
-                                             versions=", ".join(map(str, versions)))
+                                             versions=", ".join(map(str, versions)),
+                                             access="RO" if name in read_only else "RW")
     config = directory / "ganesha.conf"
     config.write_text(config_text)
     netns = f"vmcore-nfs-{os.getpid()}-{time.monotonic_ns() % 10**6}"
@@ -139,8 +142,9 @@ def start_nfs_server(directory: Path, exports: dict[str, tuple[int, ...]]) -> Nf
 
 
 @contextmanager
-def nfs_server(directory: Path, exports: dict[str, tuple[int, ...]]) -> Iterator[NfsServer]:
-    server = start_nfs_server(directory, exports)
+def nfs_server(directory: Path, exports: dict[str, tuple[int, ...]],
+               read_only: frozenset[str] = frozenset()) -> Iterator[NfsServer]:
+    server = start_nfs_server(directory, exports, read_only)
     try:
         yield server
     finally:
