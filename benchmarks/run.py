@@ -33,6 +33,7 @@ from .contenders import (
     reference_makedumpfile,
     supports_zstd,
 )
+from .hashing_cost import measure_hashing_cost
 from .inputs import (
     CACHE_DIR,
     CONTENT_PAGES,
@@ -104,11 +105,12 @@ def main(argv: list[str] | None = None) -> int:
                 results.measurements.append(_measure(contender, bench_input, Path(scratch), runs))
             if bench_input.kind == "real":  # right after its wall times: the same machine conditions
                 _compression_costs(bench_input, repeat, results)
+                _hashing_costs(bench_input, Path(scratch), repeat, results)
             _log(f"{bench_input.name} done; load average {_load(os.getloadavg())}; everything else has used "
                  f"{others.seconds():.0f} CPU-seconds so far")
             report.write_report(args.out, context, results)  # partial results survive a stop
-    context.load.append(f"- Timed runs and compression costs ({others.wall():.0f} s): everything else on the machine "
-                        f"(other users, kernel threads) used {others.seconds():.0f} CPU-seconds, "
+    context.load.append(f"- Timed runs, compression and hashing costs ({others.wall():.0f} s): everything else on "
+                        f"the machine (other users, kernel threads) used {others.seconds():.0f} CPU-seconds, "
                         f"{others.seconds() / others.wall():.2f} cores on average; load average at their end "
                         f"{_load(os.getloadavg())}, this suite's own processes included")
     _log(f"struct page scan on {largest_real.name}")
@@ -169,6 +171,17 @@ def _compression_costs(bench_input: BenchInput, repeat: int, results: report.Res
         results.costs[bench_input.name, dump_level, level] = cost
         _log(f"{bench_input.name}: zstd {level} alone at -d {dump_level}: {cost.us_per_page:.2f} µs/page x "
              f"{cost.pages} pages = {cost.seconds:.2f} s")
+
+
+def _hashing_costs(bench_input: BenchInput, scratch: Path, repeat: int, results: report.Results) -> None:
+    """The same one-thread dump without and with the manifest's hashing, at -d 31 and -d 1."""
+    for dump_level in report.LEVELS:
+        warm(bench_input)
+        cost = measure_hashing_cost(bench_input.path, scratch, dump_level, repeat)
+        results.hashing[bench_input.name, dump_level] = cost
+        _log(f"{bench_input.name}: -d {dump_level} without / with the manifest's hashing: "
+             f"{cost.plain.wall_seconds:.2f} / {cost.hashed.wall_seconds:.2f} s ({cost.ratio:.3f}x), "
+             f"CPU {cost.cpu_seconds:+.2f} s")
 
 
 class OtherCpu:
@@ -264,6 +277,10 @@ def _setup_notes(repeat: int, scratch: Path) -> list[str]:
         "- Compression cost: in process, PageEncoder(zstd level 1) over exactly the pages the dump stores "
         "(non-zero dumpable pages, found by the classifier and the page pipeline), right after the input's timed "
         "runs, best of as many repetitions as timed runs.",
+        f"- Integrity manifest's cost: in process, after the compression costs, the same one-thread zstd 1 dump "
+        f"written to {scratch} without the manifest's hashing (as --output writes it) and with it (the save "
+        "job's HashingFile, the manifest made at the end, as in every dump directory), the two alternating, "
+        "best of as many repetitions each as timed runs; CPU: the process's, the hashing thread's included.",
     ]
 
 
