@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
+import subprocess
 import tempfile
 from dataclasses import dataclass, field
 
@@ -231,3 +233,76 @@ def test_vmcoreinfo_without_what_translation_needs_keeps_every_page_and_says_why
         assert dump.read_page(TABLES_PADDR // 4096) == bytes(tables.tables[tables.top])
     finally:
         dump.close()
+
+
+# Real arm64 crashes (tests/testbed/arm64.py): Debian's 6.1 arm64 kernel, KASLR on ------------
+
+needs_arm64_qemu = pytest.mark.skipif(not (shutil.which("qemu-system-aarch64") and shutil.which("qemu-aarch64")),
+                                      reason="qemu-system-arm and qemu-user not installed")
+
+
+@pytest.fixture(scope="module", params=["max,pauth-impdef=on", "cortex-a57"], ids=["max", "a57-random-linear-map"])
+def arm64_vmcore(request):
+    """KASLR on for both; the Cortex-A57 crash also has its linear map randomised (PHYS_OFFSET < 0)."""
+    from tests.testbed import arm64
+
+    return arm64.get_vmcore(kernel="6.1", cpu=request.param)
+
+
+def bits(bitmap: bytes, nbits: int) -> set[int]:
+    return {pfn for pfn in range(nbits) if bitmap[pfn >> 3] >> (pfn & 7) & 1}
+
+
+@pytest.mark.realkernel
+@needs_arm64_qemu
+@pytest.mark.parametrize("level", [1, 16, 31])
+def test_real_arm64_bitmaps_and_phys_base_equal_arm64_makedumpfile(arm64_vmcore, tmp_path, level):
+    from collector.formats.kdump import KdumpFile
+    from tests.testbed import arm64
+
+    ours_path, theirs_path = tmp_path / "ours", tmp_path / "theirs"
+    run_save(str(arm64_vmcore.path), "--output", str(ours_path), "-d", str(level), check=True)
+    subprocess.run([*arm64.makedumpfile(), "-c", "-d", str(level), str(arm64_vmcore.path), str(theirs_path)],
+                   check=True, capture_output=True)
+    ours, theirs = KdumpFile.open(str(ours_path)), KdumpFile.open(str(theirs_path))
+    try:
+        assert ours.max_mapnr == theirs.max_mapnr
+        assert ours.sub_header.phys_base == theirs.sub_header.phys_base  # PHYS_OFFSET, crash's phys_offset
+        assert ours.header.machine.rstrip(b"\0") == b"aarch64"
+        for name in ("present", "dumpable"):
+            a, b = bits(getattr(ours, name), ours.max_mapnr), bits(getattr(theirs, name), theirs.max_mapnr)
+            assert a == b, f"{name}: ours only {sorted(map(hex, a - b))[:10]}, theirs {sorted(map(hex, b - a))[:10]}"
+        if level == 31:  # struct pages were found: free and cache pages are out
+            assert len(bits(ours.dumpable, ours.max_mapnr)) < ours.max_mapnr // 4
+    finally:
+        ours.close()
+        theirs.close()
+
+
+@pytest.mark.realkernel
+@needs_arm64_qemu
+def test_real_arm64_kernel_log_equals_arm64_makedumpfile_line_for_line(arm64_vmcore, tmp_path):
+    from tests.testbed import arm64
+
+    subprocess.run([*arm64.makedumpfile(), "--dump-dmesg", str(arm64_vmcore.path), str(tmp_path / "dmesg")],
+                   check=True, capture_output=True)
+    theirs = (tmp_path / "dmesg").read_text(errors="replace")
+    ours = run_save("--dmesg", str(arm64_vmcore.path), "--dmesg-format", "plain", check=True).stdout
+    assert arm64_vmcore.marker in ours
+    assert ours.splitlines() == theirs.splitlines()
+
+
+@pytest.mark.realkernel
+@needs_arm64_qemu
+def test_real_arm64_filtered_dump_opens_in_drgn_with_the_crashed_kernels_utsname(arm64_vmcore, tmp_path):
+    from collector.source.vmcoreinfo import VmcoreInfo
+    from tests.support.dumpcheck import drgn_program
+
+    run_save(str(arm64_vmcore.path), "--output", str(tmp_path / "dump"), "-d", "31", check=True)
+    with Vmcore(str(arm64_vmcore.path)) as vmcore:
+        info = vmcore.vmcoreinfo
+        assert isinstance(info, VmcoreInfo)
+        assert vmcore.utsname()["release"] == arm64_vmcore.osrelease  # read through kimage_voffset
+    prog = drgn_program(str(tmp_path / "dump"))  # drgn's own aarch64 page-table walk
+    name = prog.read(info.symbols["init_uts_ns"] + info.offsets["uts_namespace.name"], 65 * 3)
+    assert name[130:].split(b"\0")[0].decode() == arm64_vmcore.osrelease

@@ -41,12 +41,14 @@ TOOLS_SUITE = "bookworm"
 
 
 class PrivateApt:
-    """apt-get/apt-cache bound to one suite's private state under ``state_dir``."""
+    """apt-get/apt-cache bound to one suite's private state under ``state_dir``; packages of
+    ``architecture`` (arm64 for the arm64 guests) instead of the machine's own."""
 
-    def __init__(self, suite: str, state_dir: Path) -> None:
+    def __init__(self, suite: str, state_dir: Path, architecture: str | None = None) -> None:
         if suite not in SUITE_SOURCES:
             raise TestbedError(f"unknown Debian suite {suite!r}; known: {sorted(SUITE_SOURCES)}")
         self.suite = suite
+        self.architecture = architecture
         # apt reads a relative Dir:: option as relative to /var/lib/apt, not to the working folder.
         self.state_dir = state_dir.resolve()
 
@@ -60,6 +62,8 @@ class PrivateApt:
             "-o", "Dir::State::status=/dev/null",
             # Downloads land in folders the _apt user cannot write to.
             "-o", "APT::Sandbox::User=root",
+            *(["-o", f"APT::Architecture={self.architecture}", "-o", f"APT::Architectures={self.architecture}"]
+              if self.architecture else []),
         ]
 
     def update(self, refresh: bool = False) -> None:
