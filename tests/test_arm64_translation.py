@@ -195,6 +195,37 @@ def test_reads_through_a_page_give_the_bytes_it_maps_and_user_addresses_are_not_
             kernel.translate(0x0000_7FFF_F000_0000)
 
 
+@pytest.mark.parametrize(("page_size", "va_bits", "t1sz", "levels"), [(4096, 48, 16, 4), (65536, 52, 12, 3)])
+def test_kernel_pages_are_the_tables_and_the_image_by_its_mapping(tmp_path, page_size, va_bits, t1sz, levels):
+    """Text is executable (PXN clear, read-only too), rodata read-only (AP[2]), data writable; an image page is
+    mapped at paddr + kimage_voffset, so a module page beside the image is none of them."""
+    from collector.kernel import arm64
+
+    walk_bits = va_bits if page_size == 65536 else 64 - t1sz
+    tables = Arm64Tables(page_size, walk_bits, levels)
+    swapper = (TABLES_PADDR + KIMAGE_VOFFSET) & (1 << 64) - 1
+    pxn, rdonly = 1 << 53, 1 << 7
+    image = {"text": (-0x30, rdonly), "rodata": (-0x20, pxn | rdonly), "data": (-0x10, pxn)}
+    expected: dict[str, set[int]] = {name: set() for name in image}
+    for name, (first, attributes) in image.items():
+        for n in range(first, first + 4):
+            vaddr = swapper + n * page_size
+            assert tables.map(vaddr, (vaddr - KIMAGE_VOFFSET) & (1 << 64) - 1, 1, attributes | 1 << 10)
+            expected[name].add(((vaddr - KIMAGE_VOFFSET) & (1 << 64) - 1) // page_size)
+    assert tables.map(swapper - 0x100 * page_size, DATA_PADDR, 1, 1 << 10)  # a module's text
+    block = 1 << tables.shift(2)
+    if KIMAGE_VOFFSET % block == 0:  # rodata in a 2 MiB block (64 KiB pages: KASLR does not align the image to 512 MiB)
+        vaddr = (swapper + 0x40000000) & ~(block - 1)
+        assert tables.map(vaddr, (vaddr - KIMAGE_VOFFSET) & (1 << 64) - 1, 2, pxn | rdonly)
+        expected["rodata"].update(range(((vaddr - KIMAGE_VOFFSET) & (1 << 64) - 1) // page_size,
+                                        ((vaddr - KIMAGE_VOFFSET + block) & (1 << 64) - 1) // page_size))
+    with Vmcore(vmcore_of(str(tmp_path), tables, vmcoreinfo(page_size, va_bits, t1sz))) as vmcore:
+        found = arm64.kernel_pages(arch.kernel_memory(vmcore))
+    assert sorted(found.tables) == sorted(t // page_size for t in tables.tables)
+    assert (set(found.image_text), set(found.image_read_only), set(found.image_writable)) == (
+        expected["text"], expected["rodata"], expected["data"])
+
+
 def test_phys_offset_of_a_randomised_linear_map_is_negative_and_the_header_carries_it(tmp_path):
     tables = Arm64Tables(4096, 48, 4)
     with Vmcore(vmcore_of(str(tmp_path), tables, vmcoreinfo(4096, 48, 16))) as vmcore:

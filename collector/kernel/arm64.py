@@ -130,7 +130,7 @@ class PageTables(KernelMemory):
     block mappings at any level above the last, 48- and 52-bit physical addresses)."""
 
     def __init__(self, image: MemoryImage, info: VmcoreInfo) -> None:
-        va_bits, walk_bits, page_shift = _va_bits_and_page_shift(info)
+        _, walk_bits, page_shift = _va_bits_and_page_shift(info)
         top = info.symbols.get("swapper_pg_dir")
         voffset = info.numbers.get("kimage_voffset")
         if top is None:
@@ -140,8 +140,9 @@ class PageTables(KernelMemory):
         self.memory = image.memory
         self.page_shift = page_shift
         self.walk_bits = walk_bits
-        # The kernel's half (TTBR1) of the address space, at its configured size.
-        self.kernel_space_start = (-(1 << max(va_bits, walk_bits))) & U64_MASK
+        # The kernel's half (TTBR1) of the address space swapper_pg_dir covers.
+        self.kernel_space_start = (-(1 << walk_bits)) & U64_MASK
+        self.swapper_vaddr, self.kimage_voffset = top, voffset & U64_MASK
         self.top_table = (top - voffset) & U64_MASK
         index_bits = page_shift - 3  # 8-byte descriptors, one page per table
         self.levels = -(-(walk_bits - page_shift) // index_bits)
@@ -190,10 +191,50 @@ class PageTables(KernelMemory):
         raise AssertionError("unreachable: the last level always returns")
 
 
+# What a dump cut short needs first (scan/value.py) --------------------------------------------
+
+PTE_RDONLY = 1 << 7  # AP[2]: read-only at EL1
+PTE_PXN = 1 << 53    # not executable at EL1
+# The image lies within this distance of swapper_pg_dir (in its data): the last-level tables
+# read for image pages; others count as tables only (a linear map of 4 KiB pages has many).
+IMAGE_REACH = 1 << 29
+
+
 def kernel_pages(tables: KernelMemory) -> KernelPages:
-    """None found yet on arm64: the value order (scan/value.py) then starts with what kallsyms
-    names and the slab pages, as for a kernel whose page tables it cannot walk."""
-    return KernelPages()
+    """swapper_pg_dir's table pages, and the kernel image's pages by how the kernel maps them
+    (CONFIG_STRICT_KERNEL_RWX: text executable, rodata read-only, data and bss writable). An
+    image page is one mapped at ``paddr + kimage_voffset``: modules and vmalloc near the image
+    are mapped elsewhere in physical memory."""
+    if not isinstance(tables, PageTables):
+        raise TranslationError("not arm64 page tables")
+    found = KernelPages()
+    page_shift = tables.page_shift
+    near = range(tables.swapper_vaddr - IMAGE_REACH, tables.swapper_vaddr + IMAGE_REACH)
+
+    def walk(table: int, depth: int, vaddr: int) -> None:
+        found.tables.append(table >> page_shift)
+        shift, index_mask = tables.steps[depth]
+        last = depth + 1 == tables.levels
+        span = (index_mask + 1) << shift
+        if last and (vaddr + span <= near.start or vaddr >= near.stop):
+            return
+        count = index_mask + 1
+        for index, entry in enumerate(struct.unpack(f"<{count}Q", tables.memory.read(table, count * 8))):
+            kind = entry & DESC_TYPE_MASK
+            address = vaddr | index << shift
+            if kind == DESC_TABLE_OR_PAGE and not last:
+                walk(tables.output_address(entry), depth + 1, address)
+            elif kind == (DESC_TABLE_OR_PAGE if last else DESC_BLOCK):
+                base = tables.output_address(entry) & ~((1 << shift) - 1)
+                if (address - base) & U64_MASK != tables.kimage_voffset:
+                    continue
+                pages = range(base >> page_shift, (base + (1 << shift)) >> page_shift)
+                # Text is read-only too: PXN tells it apart.
+                (found.image_text if not entry & PTE_PXN else found.image_read_only if entry & PTE_RDONLY
+                 else found.image_writable).extend(pages)
+
+    walk(tables.top_table, 0, tables.kernel_space_start)
+    return found
 
 
 def stack_pages(tables: KernelMemory, stack_pointer: int) -> list[int]:
