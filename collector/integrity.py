@@ -276,9 +276,11 @@ class ManifestFile:
         self.file = self.target.create(self.path)
         self.file.write_at(0, PENDING.ljust(manifest_bound(dump_size_bound), b" "))
 
-    def write(self, manifest: Manifest) -> bool:
-        """Write, sync and close the manifest (under the dump's incomplete name); whether it is."""
-        return self._try("writing", self._write, manifest)
+    def write(self, manifest: Manifest, dump_error: str | None = None) -> bool:
+        """Write, sync and close the manifest (under the dump's incomplete name); whether it is.
+        After the dump itself failed on the target (``dump_error``), a manifest that cannot be
+        written either is not one more warning: the dump's INCOMPLETE line names the cause."""
+        return self._try("writing", self._write, manifest, quiet=dump_error is not None)
 
     def _write(self, manifest: Manifest) -> None:
         file, self.file = self.file or self.target.create(self.path), None
@@ -296,13 +298,14 @@ class ManifestFile:
             self._try("closing", self.file.close)
             self.file = None
 
-    def _try(self, doing: str, action: Callable[..., None], *args: Any) -> bool:
+    def _try(self, doing: str, action: Callable[..., None], *args: Any, quiet: bool = False) -> bool:
         try:
             action(*args)
         except (OSError, CollectorError) as e:
             reason = str(e) if isinstance(e, CollectorError) else e.strerror or str(e) or type(e).__name__
-            self.warn(f"warning: {doing} the manifest {self.path}: {reason}; the dump cannot be checked "
-                      "with --verify")
+            if not quiet:
+                self.warn(f"warning: {doing} the manifest {self.path}: {reason}; the dump cannot be checked "
+                          "with --verify")
             return False
         return True
 

@@ -188,4 +188,5 @@ def test_failure_action_shell_lets_an_operator_save_by_hand(job: Path, kernel: a
     assert "vmcore-collector: no complete dump saved; failure_action shell" in run.console
     assert "by hand: status 0" in run.console  # the typed line says "$?": only the shell's output matches
     listing = run.console[run.console.index("by hand: status 0"):].splitlines()[1]  # ls of the dump dir
-    assert listing.split() == ["vmcore", "vmcore-dmesg.txt", "vmcore-triage.json", "vmcore-triage.txt"]
+    assert listing.split() == ["vmcore", "vmcore-dmesg.txt", "vmcore-triage.json", "vmcore-triage.txt",
+                               "vmcore.manifest.json"]
