@@ -243,6 +243,17 @@ def test_phys_offset_of_a_randomised_linear_map_is_negative_and_the_header_carri
         dump.close()
 
 
+def test_phys_offset_missing_from_vmcoreinfo_comes_from_the_linear_map_pt_load(tmp_path):
+    info = "".join(line + "\n" for line in vmcoreinfo(4096, 48, 16).splitlines() if "PHYS_OFFSET" not in line)
+    segments = [SegmentSpec(0x4020_0000, bytes(4096), vaddr=0xFFFF_C6F5_7E40_0000),  # the image: not linear
+                SegmentSpec(0x4000_0000, bytes(4096), vaddr=0xFFFF_5973_8000_0000)]  # as kexec writes them
+    path = tmp_path / "vmcore"
+    path.write_bytes(build_vmcore(segments, info, machine=elf.EM_AARCH64))
+    with Vmcore(str(path)) as vmcore:
+        # The addresses and NUMBER(PHYS_OFFSET)=0xffffa68cc0000000 of the test bed's Cortex-A57 crash.
+        assert vmcore.phys_base == 0xFFFF_A68C_C000_0000 - (1 << 64)
+
+
 @pytest.mark.parametrize(("drop", "reason"), [
     ("NUMBER(VA_BITS)", "no NUMBER(VA_BITS)"),
     ("NUMBER(kimage_voffset)", "no NUMBER(kimage_voffset)"),

@@ -71,8 +71,9 @@ def _va_bits_and_page_shift(info: VmcoreInfo) -> tuple[int, int, int]:
 
 def linear_map(info: VmcoreInfo) -> range:
     """The linear map's addresses (paddr = vaddr - PAGE_OFFSET + PHYS_OFFSET there), as
-    makedumpfile's get_page_offset_arm64 finds PAGE_OFFSET, told apart by where the image lies
-    rather than by _stext, which VMCOREINFO lacks."""
+    makedumpfile's get_page_offset_arm64 finds PAGE_OFFSET; the layout is told apart by where
+    swapper_pg_dir (in the image) lies, where makedumpfile takes _stext (VMCOREINFO has it only
+    since 6.0)."""
     va_bits, _, _ = _va_bits_and_page_shift(info)
     actual = 64 - info.numbers["TCR_EL1_T1SZ"] if info.numbers.get("TCR_EL1_T1SZ") else va_bits
     image = info.symbols.get("swapper_pg_dir")
@@ -104,8 +105,9 @@ def kernel_symbol_paddr(vaddr: int, phys_base: int, info: VmcoreInfo | None) -> 
 
 def phys_base_of(segments: Sequence[Segment], info: VmcoreInfo | None) -> int:
     """PHYS_OFFSET, what the kdump header's phys_base holds on arm64 (makedumpfile writes it;
-    crash reads it back as phys_offset): NUMBER(PHYS_OFFSET) as signed, else from the first
-    PT_LOAD in the linear map (makedumpfile's get_phys_base_arm64), else 0."""
+    crash reads it back as phys_offset): NUMBER(PHYS_OFFSET) as signed, else (a damaged
+    VMCOREINFO: the kernel writes it beside VA_BITS) from the first PT_LOAD in the linear map, as
+    makedumpfile's get_phys_base_arm64 does, else 0."""
     if info is None:
         return 0
     if "PHYS_OFFSET" in info.numbers:
