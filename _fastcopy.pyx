@@ -14,7 +14,7 @@ from libc.stdlib cimport calloc, free
 from libc.string cimport memcmp, memcpy, memset
 
 from collector.pipeline.compression import FLAG_ZLIB, FLAG_ZSTD, LEVEL_RANGES
-from collector.scan.dump_level import DL_CACHE, DL_CACHE_PRIVATE, DL_FREE, DL_USER
+from collector.dump_level import DL_CACHE, DL_CACHE_PRIVATE, DL_FREE, DL_USER
 from collector.kernel.page_encoding import (CLASS_CACHE, CLASS_CACHE_PRIVATE, CLASS_FREE, CLASS_HWPOISON,
                                      CLASS_OFFLINE, CLASS_USER, COUNT_BAD_ORDER, ORDER_FLAGS_BYTE,
                                      ORDER_U8, PARAM_INDEX)

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from collector import fastcopy
+from collector.dump_level import DL_ZERO
 from collector.pipeline.compression import DEFAULT_LEVEL, FLAG_ZSTD
 from collector.pipeline.pages import SPAN_PAGES, PageCompressor, PagePipeline
 from collector.scan.classify import PageClassifier
-from collector.scan.dump_level import DL_ZERO
 from collector.source.vmcore import Vmcore
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Collection
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from .dump_level import DL_CACHE, DL_CACHE_PRIVATE, DL_FREE, DL_USER
 from .kernel.page_encoding import (
     CLASS_CACHE,
     CLASS_CACHE_PRIVATE,
@@ -24,7 +25,6 @@ from .kernel.page_encoding import (
     PARAM_INDEX,
 )
 from .pipeline.compression import FLAG_ZLIB, FLAG_ZSTD, LEVEL_RANGES
-from .scan.dump_level import DL_CACHE, DL_CACHE_PRIVATE, DL_FREE, DL_USER
 
 if TYPE_CHECKING:
     from ._fastcopy import Bytes, Words, WritableBytes  # the buffer types of the contract, _fastcopy.pyi

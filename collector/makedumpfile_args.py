@@ -16,9 +16,9 @@ import getopt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .dump_level import MAX_DUMP_LEVEL
 from .errors import CollectorError
 from .pipeline.compression import FAST_LEVEL, METHODS
-from .scan.dump_level import MAX_DUMP_LEVEL
 
 SHORT_OPTIONS = "b:cDd:eEFfg:hi:lL:pRvXx:z"
 # Long option -> whether it takes an argument (makedumpfile.c longopts).

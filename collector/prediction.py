@@ -22,10 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import fastcopy
+from .dump_level import DL_ZERO
 from .formats.kdump import PAGE_DESC, KdumpLayout
 from .pipeline.pages import PageCompressor
 from .scan.classify import PageClassifier, PageCounts
-from .scan.dump_level import DL_ZERO
 from .source.vmcore import Vmcore
 
 # Pages compressed per prediction: 32 MiB of 4 KiB pages, read and compressed SAMPLE_CHUNK at a

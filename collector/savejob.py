@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import console, fastcopy
+from .dump_level import MAX_DUMP_LEVEL
 from .errors import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, CollectorError, TargetUnreachable
 from .formats import flat
 from .formats.elfcore import write_elf
@@ -34,7 +35,6 @@ from .pipeline.compression import DEFAULT_LEVEL, LEVEL_RANGES, METHODS
 from .pipeline.pages import PageCompressor
 from .progress import PROGRAM, LineProgress, format_duration
 from .scan.classify import PageClassifier
-from .scan.dump_level import MAX_DUMP_LEVEL
 from .source.vmcore import Vmcore
 from .targets import (
     Appender,

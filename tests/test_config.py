@@ -212,7 +212,7 @@ def test_capture_main_refuses_outside_a_capture_kernel(capsys: pytest.CaptureFix
 
 
 def test_reading_the_configuration_loads_no_page_scanner() -> None:
-    # Its dump-level and compression limits come from scan/dump_level.py and
+    # Its dump-level and compression limits come from dump_level.py and
     # pipeline/compression.py; the scanner would print its fallback warning on a machine without
     # the compiled module.
     code = "import sys, collector.capture.config; print(sorted(m for m in sys.modules if 'fastcopy' in m))"

@@ -44,9 +44,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .. import makedumpfile_args
+from ..dump_level import MAX_DUMP_LEVEL
 from ..errors import CollectorError
 from ..pipeline.compression import LEVEL_RANGES, METHODS
-from ..scan.dump_level import MAX_DUMP_LEVEL
 from ..sizes import parse_size
 from .paths import CONFIG_PATH
 

@@ -17,9 +17,9 @@ import time
 from collections.abc import Iterator
 
 from .. import fastcopy
+from ..dump_level import DL_ZERO
 from ..progress import Progress
 from ..scan.classify import PageClassifier, PageCounts
-from ..scan.dump_level import DL_ZERO
 from ..sink import Sink
 from ..source import elf
 from ..source.vmcore import Segment, Vmcore

@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import fastcopy
+from ..dump_level import DL_ZERO
 from ..errors import InputError
 from ..pipeline.compression import PAGE_FLAGS
 from ..pipeline.pages import EncodedSpan, PageCompressor, PagePipeline, ranked_spans
 from ..progress import Progress
 from ..scan.classify import PageClassifier, PageCounts
-from ..scan.dump_level import DL_ZERO
 from ..scan.value import page_order
 from ..sink import Sink
 from ..source.structs import Record

@@ -14,7 +14,7 @@ from __future__ import annotations
 from array import array
 from dataclasses import dataclass, field
 
-from ..scan.dump_level import DL_CACHE, DL_CACHE_PRIVATE, DL_FREE, DL_USER
+from ..dump_level import DL_CACHE, DL_CACHE_PRIVATE, DL_FREE, DL_USER
 from ..source.vmcoreinfo import VmcoreInfo
 
 # Classes a page can be excluded as; index into the counts array of classify_pages.

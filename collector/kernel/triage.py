@@ -20,8 +20,8 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from ..dump_level import DL_CACHE, DL_CACHE_PRIVATE, DL_FREE, DL_USER, DL_ZERO
 from ..errors import CollectorError
-from ..scan.dump_level import DL_CACHE, DL_CACHE_PRIVATE, DL_FREE, DL_USER, DL_ZERO
 from ..source import elf
 from ..source.structs import Record
 from ..source.vmcore import Vmcore
@@ -51,7 +51,7 @@ PRSTATUS_X86_64 = Record("elf_prstatus", [
     *_PRSTATUS_COMMON, *[(name, "Q") for name in X86_64_REGISTERS], ("pr_fpvalid", "i"), ("_pad1", "4x"),
 ])
 
-# What each dump level bit leaves out (makedumpfile's meaning, scan/dump_level.py).
+# What each dump level bit leaves out (makedumpfile's meaning, dump_level.py).
 LEVEL_EXCLUDES = {DL_ZERO: "zero pages", DL_CACHE: "page cache", DL_CACHE_PRIVATE: "private page cache",
                   DL_USER: "user pages", DL_FREE: "free pages"}
 ALWAYS_EXCLUDED = "hwpoisoned and offline pages"

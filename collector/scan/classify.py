@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .. import fastcopy
+from ..dump_level import DL_ZERO, MAX_DUMP_LEVEL, STRUCT_PAGE_LEVELS
 from ..kernel.arch import kernel_memory
 from ..kernel.memory import TranslationError
 from ..kernel.mm import MemMapError, SectionMemMap
@@ -23,7 +24,6 @@ from ..kernel.page_encoding import (
     PageEncoding,
 )
 from ..source.vmcore import PhysicalMemory, Vmcore
-from .dump_level import DL_ZERO, MAX_DUMP_LEVEL, STRUCT_PAGE_LEVELS
 
 __all__ = ["DL_ZERO", "MAX_DUMP_LEVEL", "PageClassifier", "PageCounts"]
 
