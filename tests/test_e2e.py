@@ -182,7 +182,7 @@ def test_failure_action_shell_lets_an_operator_save_by_hand(job: Path, kernel: a
                                         tmp_path)
     # The sleep lets the serial line drain: poweroff -f would cut the last lines of output.
     typed = ('vmcore-save -d 31 /proc/vmcore /tmp/crash; echo "by hand: status $?"; '
-             "ls /tmp/crash/*/; sleep 2; poweroff -f\n")
+             "echo $(ls /tmp/crash/*/); sleep 2; poweroff -f\n")  # one line, however many files
     run = crash_and_capture(job, kernel, image, f"VMCORE-E2E-MARKER {secrets.token_hex(8)}",
                             emergency_shell_input=typed)
     assert "vmcore-collector: no complete dump saved; failure_action shell" in run.console
