@@ -187,16 +187,17 @@ def ranked_spans(pipeline: PagePipeline, classifier: PageClassifier, order: list
     span with the rank among all kept pages of its first page: where its descriptors go.
     ``window_ranks[i]``: the kept pages before classifier window i."""
     windows = classifier.windows()
-    explicit = [cls for cls in order if cls.pfns]
-    every_explicit = [pfn for cls in explicit for pfn in cls.pfns]
+    all_explicit = sorted(pfn for cls in order for pfn in cls.pfns)
 
     def mask(pfns: list[int] | tuple[int, ...], start: int, end: int) -> int:
+        inside = pfns[bisect.bisect_left(pfns, start):bisect.bisect_left(pfns, end)]
+        if not inside:
+            return 0
         bits = bytearray((end - start + 7) // 8)
-        for pfn in pfns[bisect.bisect_left(pfns, start):bisect.bisect_left(pfns, end)]:
+        for pfn in inside:
             bits[(pfn - start) >> 3] |= 1 << ((pfn - start) & 7)
         return int.from_bytes(bits, "little")
 
-    all_explicit = sorted(every_explicit)
     for cls in order:
         if not (cls.pfns or cls.slab or cls.rest):
             continue
@@ -204,12 +205,13 @@ def ranked_spans(pipeline: PagePipeline, classifier: PageClassifier, order: list
         indexes = range(len(windows) - 1, -1, -1) if downward else range(len(windows))
         for index in indexes:
             start, end = windows[index]
-            if cls.pfns and not mask(cls.pfns, start, end):
+            wanted = mask(cls.pfns, start, end)
+            if cls.pfns and not wanted:
                 continue
             kept_bytes = classifier.dumpable_bitmap(start, end)
             kept = int.from_bytes(kept_bytes, "little")
             if cls.pfns:
-                selected = kept & mask(cls.pfns, start, end)
+                selected = kept & wanted
             else:
                 slab = int.from_bytes(classifier.slab_bitmap(start, end), "little")
                 others = mask(all_explicit, start, end)
