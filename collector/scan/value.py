@@ -31,7 +31,7 @@ its rank among the kept pages, so no table of the whole dump is held in memory.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..kernel import arch, triage
@@ -98,7 +98,7 @@ def page_order(vmcore: Vmcore) -> list[PageClass]:
         return [PageClass("slab", slab=True), PageClass("rest", rest=True)]
     taken: set[int] = set()
 
-    def claim(pfns: Iterator[int] | set[int] | list[int] | range) -> tuple[int, ...]:
+    def claim(pfns: Iterable[int]) -> tuple[int, ...]:
         mine = sorted(set(pfns) - taken)
         taken.update(mine)
         return tuple(mine)
