@@ -135,3 +135,22 @@ def test_without_page_tables_every_page_is_still_written_once(tmp_path):
         assert [dump.read_page(0x100 + i) for i in range(32)] == pages
     finally:
         dump.close()
+
+
+@pytest.mark.realkernel
+def test_kallsyms_read_from_the_vmcore_agree_with_the_debug_vmlinux(crash_1g, vmlinux):
+    from collector.kernel import arch
+    from collector.kernel.kallsyms import Kallsyms
+    from collector.source.vmcore import Vmcore
+
+    names = ["__schedule", "common_interrupt", "__per_cpu_offset", "linux_banner", "init_task", "_sdata"]
+    vmcore = Vmcore(str(crash_1g.path))
+    assert vmcore.vmcoreinfo is not None
+    ours = Kallsyms(arch.kernel_memory(vmcore), vmcore.vmcoreinfo).addresses(names)
+    script = ("import drgn, json, sys; prog = drgn.Program(); prog.set_core_dump(sys.argv[1]); "
+              "prog.load_debug_info([sys.argv[2]]); "
+              f"print(json.dumps({{n: prog.symbol(n).address for n in {names!r}}}))")
+    proc = subprocess.run([sys.executable, "-c", script, str(crash_1g.path), str(vmlinux)], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert {name: address for name, (_, address, _) in ours.items()} == json.loads(proc.stdout.splitlines()[-1])

@@ -158,6 +158,8 @@ def _named_pages(vmcore: Vmcore, kernel: KernelMemory, stacks: set[int], text: s
              "__per_cpu_end", "pcpu_unit_size", "_stext", "_etext", "_sdata", *STARTUP_TEXT, *STARTUP_DATA])
     except TranslationError:
         return set(), 1 << 62
+    if symbols.get("_stext", ("", -1, 0))[1] != info.symbols.get("_stext"):
+        return set(), 1 << 62  # a symbol table this code reads wrong (a newer format): not used
     pages: set[int] = set()
 
     def pfns(start: int, end: int) -> set[int]:
@@ -173,10 +175,7 @@ def _named_pages(vmcore: Vmcore, kernel: KernelMemory, stacks: set[int], text: s
     for name in STARTUP_TEXT:
         if name in symbols:
             _, start, end = symbols[name]
-            entry = pfns(start, min(end, start + (64 << 10)) + GDB_READ_AHEAD) & text
-            if pfns(start, start + 1) - text:
-                return set(), 1 << 62  # a symbol table this code reads wrong (a newer format): not used
-            pages |= entry
+            pages |= pfns(start, min(end, start + (64 << 10)) + GDB_READ_AHEAD) & text
     if "__start_ro_after_init" in symbols and "__end_ro_after_init" in symbols:
         pages |= pfns(symbols["__start_ro_after_init"][1], symbols["__end_ro_after_init"][1])
     if text_start < text_end:  # readers disassemble each function on a stack up to its return address
