@@ -73,3 +73,13 @@ class KernelMemory(ABC):
 
     def read_u64(self, vaddr: int) -> int:
         return int(_U64.unpack(self.read(vaddr, 8))[0])
+
+    def mapped_pfns(self, start: int, end: int, page_size: int) -> set[int]:
+        """The pfns of the mapped pages among those holding [start, end); unmapped ones left out."""
+        pfns = set()
+        for vaddr in range(start - start % page_size, end, page_size):
+            try:
+                pfns.add(self.translate(vaddr)[0] // page_size)
+            except TranslationError:
+                pass
+        return pfns

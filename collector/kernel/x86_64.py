@@ -169,11 +169,5 @@ def kernel_pages(tables: KernelMemory) -> KernelPages:
 
 def stack_pages(tables: KernelMemory, stack_pointer: int) -> list[int]:
     """The pfns of the THREAD_SIZE block holding ``stack_pointer`` that are mapped."""
-    pfns = []
     base = stack_pointer & ~(THREAD_SIZE - 1)
-    for vaddr in range(base, base + THREAD_SIZE, 1 << PAGE_SHIFT):
-        try:
-            pfns.append(tables.translate(vaddr)[0] >> PAGE_SHIFT)
-        except TranslationError:
-            pass
-    return pfns
+    return sorted(tables.mapped_pfns(base, base + THREAD_SIZE, 1 << PAGE_SHIFT))

@@ -163,13 +163,7 @@ def _named_pages(vmcore: Vmcore, kernel: KernelMemory, stacks: set[int], text: s
     pages: set[int] = set()
 
     def pfns(start: int, end: int) -> set[int]:
-        out = set()
-        for vaddr in range(start & ~0xFFF, end, 0x1000):
-            try:
-                out.add(kernel.translate(vaddr)[0] >> 12)
-            except TranslationError:
-                pass
-        return out
+        return kernel.mapped_pfns(start, end, vmcore.page_size)
 
     text_start, text_end = symbols.get("_stext", ("", 0, 0))[1], symbols.get("_etext", ("", 0, 0))[1]
     for name in STARTUP_TEXT:
