@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from collector.errors import InputError
 from collector.kernel import triage
-from collector.kernel.triage import PRSTATUS_X86_64, Triage, build, signature
+from collector.kernel.triage import PRSTATUS, Triage, build, signature
 from collector.source import elf
 from collector.source.vmcoreinfo import VmcoreInfo
 from tests.conftest import run_save
@@ -43,9 +43,9 @@ OOPS_LOG = """\
 """
 
 
-def prstatus(pid: int, **registers: int) -> bytes:
-    values = {name: 0 for name in PRSTATUS_X86_64.fields}
-    return PRSTATUS_X86_64.build(**{**values, "pr_pid": pid, **registers})
+def prstatus(pid: int, machine: int = elf.EM_X86_64, **registers: int) -> bytes:
+    values = {name: 0 for name in PRSTATUS[machine].fields}
+    return PRSTATUS[machine].build(**{**values, "pr_pid": pid, **registers})
 
 
 def notes_of(*descs: bytes) -> bytes:
@@ -130,10 +130,16 @@ def test_no_log_and_no_prstatus_say_so():
     assert json.loads(triage.to_json(t))["panic"] is None
 
 
-def test_registers_of_another_machine_are_not_decoded():
-    t = record(OOPS_LOG, notes_of(prstatus(4242)), machine=elf.EM_AARCH64)
-    assert t.prstatus_note == 0 and t.registers is None
-    assert "declared for x86_64 only, this is aarch64" in t.unknown["registers"]
+def test_registers_of_a_machine_without_a_declared_layout_are_not_decoded_but_its_pid_is():
+    t = record(OOPS_LOG, notes_of(prstatus(4242)), machine=21)  # EM_PPC64
+    assert t.prstatus_note == 0 and t.prstatus_pid == 4242 and t.registers is None
+    assert "declared for x86_64 and aarch64 only, this is machine-21" in t.unknown["registers"]
+
+
+def test_a_note_not_of_its_machines_size_keeps_its_pid_and_says_both_sizes():
+    t = record(OOPS_LOG, notes_of(prstatus(4242)), machine=elf.EM_AARCH64)  # an x86_64 note
+    assert t.prstatus_pid == 4242 and t.registers is None
+    assert "note is 336 bytes, not the 392 of aarch64's struct elf_prstatus" in t.unknown["registers"]
 
 
 # ---------------------------------------------------------------- synthetic vmcores

@@ -1,7 +1,7 @@
 """The triage record: why the kernel crashed, from the vmcore alone, before the dump is written.
 
 Everything comes from what a vmcore holds without debug info: the NT_PRSTATUS notes (each CPU's
-pid and, on x86_64, registers), VMCOREINFO (OSRELEASE, BUILD-ID, CRASHTIME), the crashed
+pid and, on x86_64 and arm64, registers), VMCOREINFO (OSRELEASE, BUILD-ID, CRASHTIME), the crashed
 kernel's utsname (init_uts_ns) and its log. A field that cannot be determined is None, with the
 reason in ``Triage.unknown``: nothing is guessed and then shown as fact.
 
@@ -43,13 +43,22 @@ _PRSTATUS_COMMON = [
     *[(f"{t}_{part}", "q") for t in ("pr_utime", "pr_stime", "pr_cutime", "pr_cstime") for part in ("sec", "usec")],
 ]
 PRSTATUS_COMMON = Record("elf_prstatus_common", _PRSTATUS_COMMON)
-# x86_64 pr_reg is struct user_regs_struct (arch/x86/include/asm/user_64.h), in this order.
-X86_64_REGISTERS = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx",
+# pr_reg (elf_gregset_t), 64-bit registers in this order, by machine. x86_64: struct
+# user_regs_struct (arch/x86/include/asm/user_64.h). arm64: struct user_pt_regs, { regs[31], sp,
+# pc, pstate } (arch/arm64/include/uapi/asm/ptrace.h), which arch/arm64/include/asm/elf.h makes
+# elf_gregset_t (ELF_NGREG = sizeof(struct user_pt_regs) / 8 = 34, ELF_CORE_COPY_REGS copies it);
+# x29 is the frame pointer, x30 the link register.
+PR_REG = {
+    elf.EM_X86_64: ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx",
                     "rdx", "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base",
-                    "gs_base", "ds", "es", "fs", "gs")
-PRSTATUS_X86_64 = Record("elf_prstatus", [
-    *_PRSTATUS_COMMON, *[(name, "Q") for name in X86_64_REGISTERS], ("pr_fpvalid", "i"), ("_pad1", "4x"),
-])
+                    "gs_base", "ds", "es", "fs", "gs"),
+    elf.EM_AARCH64: (*(f"x{n}" for n in range(31)), "sp", "pc", "pstate"),
+}
+# struct elf_prstatus: the common part, pr_reg, int pr_fpvalid and padding to 8 bytes (392 bytes
+# on arm64, 336 on x86_64).
+PRSTATUS = {machine: Record(f"elf_prstatus_{elf.machine_name(machine)}", [
+    *_PRSTATUS_COMMON, *[(name, "Q") for name in names], ("pr_fpvalid", "i"), ("_pad1", "4x"),
+]) for machine, names in PR_REG.items()}
 
 # What each dump level bit leaves out (makedumpfile's meaning, dump_level.py).
 LEVEL_EXCLUDES = {DL_ZERO: "zero pages", DL_CACHE: "page cache", DL_CACHE_PRIVATE: "private page cache",
@@ -79,6 +88,7 @@ _CLONE_SUFFIX = re.compile(r"\.(?:cold|isra|constprop|part|llvm|lto_priv|localal
 _REPORTING_FRAMES = frozenset({
     "dump_stack", "dump_stack_lvl", "show_stack", "show_trace_log_lvl", "panic", "vpanic", "nmi_panic",
     "__warn", "warn_slowpath_fmt", "report_bug", "handle_bug", "die", "oops_end", "__die",
+    "dump_backtrace",  # arm64's: its traces start with the unwinder printing them
 })
 # A number anywhere in a reason (hex or decimal, not part of a name like ext4): normalised.
 _NUMBER = re.compile(r"(?<![A-Za-z_])(?:0x)?[0-9a-fA-F]*[0-9][0-9a-fA-F]*")
@@ -211,22 +221,31 @@ def _trace(report: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
 class Prstatus:
     index: int                        # the note's place among the NT_PRSTATUS notes (CPU order)
     pid: int
-    registers: dict[str, int] | None  # None: the layout of this machine's pr_reg is not declared
+    registers: dict[str, int] | None  # by PR_REG's names; None: see undecoded
+    undecoded: str = ""               # why the registers are None
 
 
 def prstatus_notes(notes: bytes, e_machine: int) -> list[Prstatus]:
     """Each CPU's NT_PRSTATUS: pr_pid always (its place is the same on every 64-bit kernel),
-    the registers only where the layout is declared here (x86_64)."""
+    the registers where PR_REG declares the machine's layout and the note has its size."""
     found = []
     descs = [note.desc for note in elf.iter_notes(notes) if note.type == elf.NT_PRSTATUS and note.name == b"CORE"]
+    record = PRSTATUS.get(e_machine)
+    machine = elf.machine_name(e_machine)
     for index, desc in enumerate(descs):
         if len(desc) < PRSTATUS_COMMON.size:
             continue  # too short even for a pid: not decoded
-        registers = None
-        if e_machine == elf.EM_X86_64 and len(desc) == PRSTATUS_X86_64.size:
-            parsed = PRSTATUS_X86_64.parse(desc)
-            registers = {name: getattr(parsed, name) for name in X86_64_REGISTERS}
-        found.append(Prstatus(index, PRSTATUS_COMMON.parse(desc).pr_pid, registers))
+        registers, undecoded = None, ""
+        if record is None:
+            known = " and ".join(elf.machine_name(m) for m in PR_REG)
+            undecoded = f"registers not decoded: the NT_PRSTATUS layout is declared for {known} only, this is {machine}"
+        elif len(desc) != record.size:
+            undecoded = (f"registers not decoded: the NT_PRSTATUS note is {len(desc)} bytes, "
+                         f"not the {record.size} of {machine}'s struct elf_prstatus")
+        else:
+            parsed = record.parse(desc)
+            registers = {name: getattr(parsed, name) for name in PR_REG[e_machine]}
+        found.append(Prstatus(index, PRSTATUS_COMMON.parse(desc).pr_pid, registers, undecoded))
     return found
 
 
@@ -253,7 +272,7 @@ def build(source: str, notes: bytes, e_machine: int, info: VmcoreInfo | None, ut
         unknown["crash_time"] = "no valid VMCOREINFO CRASHTIME" if info else "no VMCOREINFO"
     report = parse_log(log) if log is not None else CrashReport()
     _from_log(t, report, None if log is not None else f"kernel log not read: {log_reason}")
-    _crashing_cpu(t, report, prstatus_notes(notes, e_machine), machine or f"machine {e_machine}")
+    _crashing_cpu(t, report, prstatus_notes(notes, e_machine))
     _sign(t, report)
     unknown["dump"] = "not a dump: the dump level is chosen when it is saved"
     return t
@@ -283,7 +302,7 @@ def _from_log(t: Triage, report: CrashReport, no_log: str | None) -> None:
             unknown[name] = reason
 
 
-def _crashing_cpu(t: Triage, report: CrashReport, notes: list[Prstatus], machine: str) -> None:
+def _crashing_cpu(t: Triage, report: CrashReport, notes: list[Prstatus]) -> None:
     """The crashing CPU's note: the one whose pr_pid is the crash report's PID."""
     unknown = t.unknown
     chosen: Prstatus | None = None
@@ -312,9 +331,7 @@ def _crashing_cpu(t: Triage, report: CrashReport, notes: list[Prstatus], machine
         t.prstatus_note, t.prstatus_pid = chosen.index, chosen.pid
         t.registers = chosen.registers
         if chosen.registers is None:
-            unknown["registers"] = (f"registers not decoded: the NT_PRSTATUS layout is declared for x86_64 "
-                                    f"only, this is {machine}") if machine != "x86_64" else \
-                "registers not decoded: the NT_PRSTATUS note is not the x86_64 size"
+            unknown["registers"] = chosen.undecoded
     else:
         for name in ("prstatus_note", "prstatus_pid", "cpu_choice", "registers"):
             unknown[name] = reason
