@@ -3,13 +3,16 @@
 One crash cycle: Debian's arm64 kernel boots on QEMU's virt board (device tree from QEMU, whose
 kaslr-seed turns KASLR on), fills a tmpfs, loads the capture kernel with kexec_load (the kernel
 has no kexec_file_load) and crashes via sysrq; the capture kernel copies /proc/vmcore out over
-virtio-9p. Every arm64 package comes from a private apt state for arm64; the machine's dpkg
-architecture is left alone. makedumpfile runs under qemu-user (``qemu-aarch64 -L SYSROOT``): an
-x86_64 build cannot read arm64 dumps. Facts and pitfalls: ../shared/notes/arm64-kdump.md.
+virtio-9p and runs vmcore-save on it too (Debian's arm64 Python, tests/testbed/arm64_python.py),
+into a dump directory next to that copy. Every arm64 package comes from a private apt state for
+arm64; the machine's dpkg architecture is left alone. makedumpfile runs under qemu-user
+(``qemu-aarch64 -L SYSROOT``): an x86_64 build cannot read arm64 dumps. Facts and pitfalls:
+../shared/notes/arm64-kdump.md.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
@@ -20,7 +23,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import assets, debian, initramfs
+from . import arm64_python, assets, debian, initramfs
 from .errors import TestbedError
 from .qemu import Guest, GuestConfig, Share
 from .vmcore import Vmcore
@@ -39,15 +42,30 @@ CAPTURE_APPEND = "console=ttyAMA0 panic=1 rdinit=/init irqpoll nr_cpus=1 reset_d
 # the start of RAM; the Cortex-A57's 44 bits leave room, and PHYS_OFFSET is below 0 then.
 CPUS = ("max,pauth-impdef=on", "cortex-a57")
 LIBRARY_DIRS = ("lib/aarch64-linux-gnu", "usr/lib/aarch64-linux-gnu")
+# The dump level of the vmcore-save run inside the capture kernel: the level whose filtering
+# reads the most of the crashed kernel (struct pages through the arm64 translation).
+GUEST_SAVE_LEVEL = 31
 _GUEST_DIR = Path(__file__).resolve().parent / "guest"
 
 
 @dataclass(frozen=True)
 class Arm64Kernel:
     release: str  # uname -r, e.g. "6.1.0-57-arm64"
-    directory: Path  # shared read-only with the guest as /assets: Image, initramfs.cpio
+    directory: Path  # shared read-only with the guest as /assets: Image, initramfs-*.cpio
     image: Path
-    initramfs: Path
+    initramfs: Path  # named by the digest of what it holds: rebuilt when the guest's init changes
+
+
+@dataclass(frozen=True)
+class GuestSave:
+    """vmcore-save's run inside the capture kernel of a cached crash, on its /proc/vmcore."""
+
+    rc: int | None  # its exit status; None if the console never said it ended
+    dump_dir: Path | None  # the dump directory it made under DEST (vmcore, vmcore-dmesg.txt...)
+    dump_level: int
+    seconds: float | None  # guest uptime from its start to its exit (TCG: slow, as the guest is)
+    collector: str  # arm64_python.collector_hash() of the code that ran
+    console: str  # the console from its start to its exit: its progress and summary lines
 
 
 @dataclass
@@ -107,13 +125,16 @@ def prepare_kernel(kernel: str = "6.1") -> Arm64Kernel:
         if not (directory / "READY").exists():
             if directory.exists():
                 shutil.rmtree(directory)
-            _build_kernel(kernel, directory)
+            _unpack_kernel(kernel, directory)
             (directory / "READY").write_text("")
-        return Arm64Kernel((directory / "release").read_text().strip(), directory, directory / "Image",
-                           directory / "initramfs.cpio")
+        release = (directory / "release").read_text().strip()
+        image_fs = directory / f"initramfs-{_initramfs_digest()}.cpio"
+        if not image_fs.exists():
+            _build_initramfs(directory, release, image_fs)
+        return Arm64Kernel(release, directory, directory / "Image", image_fs)
 
 
-def _build_kernel(kernel: str, directory: Path) -> None:
+def _unpack_kernel(kernel: str, directory: Path) -> None:
     apt = _apt()
     pattern = rf"linux-image-{re.escape(kernel)}\.\d+-\d+-{ARCHITECTURE}"
     image = max(apt.package_names(pattern), key=lambda name: [int(n) for n in re.findall(r"\d+", name)],
@@ -127,6 +148,19 @@ def _build_kernel(kernel: str, directory: Path) -> None:
     subprocess.run(["depmod", "-b", str(root), release_dir.name], check=True)
     # Debian's arm64 vmlinuz is the uncompressed Image, which QEMU and kexec take as it is.
     shutil.copyfile(root / "boot" / f"vmlinuz-{release_dir.name}", directory / "Image")
+    (directory / "release").write_text(release_dir.name + "\n")
+
+
+def _initramfs_digest() -> str:
+    digest = hashlib.sha256(repr(MODULES).encode())
+    for script in (_GUEST_DIR / "lib.sh", _GUEST_DIR / "arm64" / "init.sh"):
+        digest.update(script.name.encode() + script.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _build_initramfs(directory: Path, release: str, target: Path) -> None:
+    root = directory / "root"
+    release_dir = root / "lib" / "modules" / release
     image_fs = initramfs.Image()
     image_fs.add_busybox(root / "bin" / "busybox")
     image_fs.add_modules(initramfs.resolve_modules(release_dir, MODULES))
@@ -137,26 +171,55 @@ def _build_kernel(kernel: str, directory: Path) -> None:
         image_fs.add_file(f"/lib/aarch64-linux-gnu/{name}", path, mode=0o755)
     # The kernel exec()s the loader at the path the binaries name (PT_INTERP).
     image_fs.add_symlink("/lib/ld-linux-aarch64.so.1", "aarch64-linux-gnu/ld-linux-aarch64.so.1")
-    image_fs.write(directory / "initramfs.cpio")
-    (directory / "release").write_text(release_dir.name + "\n")
+    partial = target.with_suffix(".partial")
+    image_fs.write(partial)
+    partial.rename(target)
 
 
 def get_vmcore(kernel: str = "6.1", mem_mib: int = 1024, crashkernel_mib: int = 256, cache_mib: int = 48,
                cpu: str = CPUS[0], timeout: float = 600) -> Vmcore:
     """The vmcore of an arm64 crash with these settings, crashing a guest only if it is not
-    cached (under the test bed's vmcores folder, as the x86_64 ones). ``boot`` in the result
-    is "virt-" and the CPU model."""
+    cached (under the test bed's vmcores folder, as the x86_64 ones), or if vmcore-save ran
+    inside its capture kernel with other collector code than the tree's (see guest_save).
+    ``boot`` in the result is "virt-" and the CPU model."""
     if cpu not in CPUS:
         raise TestbedError(f"cpu must be one of {CPUS}, not {cpu!r}")
     kernel_assets = prepare_kernel(kernel)
     boot = f"virt-{cpu.split(',')[0]}"
-    key = f"{kernel_assets.release}-{mem_mib}M-ck{crashkernel_mib}-tmpfs{cache_mib}-{boot}-load-kdump"
+    key = (f"{kernel_assets.release}-{mem_mib}M-ck{crashkernel_mib}-tmpfs{cache_mib}-{boot}-load-kdump"
+           f"-save{GUEST_SAVE_LEVEL}")
     final = assets.cache_dir() / "vmcores" / key
     with assets.locked(f"vmcore-{key}"):
-        if not (final / "meta.json").exists():
+        if not (final / "meta.json").exists() or _saved_by(final) != arm64_python.collector_hash():
             _build_vmcore(kernel, kernel_assets, final, mem_mib, crashkernel_mib, cache_mib, cpu, boot, timeout)
         meta = json.loads((final / "meta.json").read_text())
     return Vmcore(**{**meta, "path": final / "vmcore", "console_log": final / "console.log"})
+
+
+def guest_save(vmcore: Vmcore) -> GuestSave:
+    """What vmcore-save did inside the capture kernel of ``vmcore`` (one from get_vmcore)."""
+    fields = json.loads((vmcore.path.parent / "guest-save.json").read_text())
+    dump_dir = fields.pop("dump_dir")
+    return GuestSave(**fields, dump_dir=None if dump_dir is None else vmcore.path.parent / dump_dir)
+
+
+def _saved_by(final: Path) -> str | None:
+    record = final / "guest-save.json"
+    return json.loads(record.read_text())["collector"] if record.exists() else None
+
+
+def _guest_save_record(job: Path, collector: str) -> dict[str, object]:
+    """guest-save.json's fields, from the console's "testbed: vmcore-save" lines and DEST."""
+    console = (job / "console.log").read_text(errors="replace")
+    started = re.search(r"testbed: vmcore-save starts at ([\d.]+) s\n", console)
+    ended = re.search(r"testbed: vmcore-save exited (\d+) at ([\d.]+) s", console)
+    dump_dirs = sorted(path for path in (job / "saved").glob("*") if path.is_dir())
+    return {"rc": int(ended[1]) if ended else None,
+            "dump_dir": str(dump_dirs[0].relative_to(job)) if len(dump_dirs) == 1 else None,
+            "dump_level": GUEST_SAVE_LEVEL,
+            "seconds": round(float(ended[2]) - float(started[1]), 2) if started and ended else None,
+            "collector": collector,
+            "console": console[started.end():ended.start()] if started and ended else console[-4000:]}
 
 
 def _build_vmcore(kernel: str, kernel_assets: Arm64Kernel, final: Path, mem_mib: int, crashkernel_mib: int,
@@ -167,14 +230,22 @@ def _build_vmcore(kernel: str, kernel_assets: Arm64Kernel, final: Path, mem_mib:
     job = Path(tempfile.mkdtemp(prefix=f"{final.name}.", suffix=".partial", dir=final.parent))
     marker = f"VMCORE-TESTBED-MARKER {secrets.token_hex(8)}"
     settings = {"TESTBED_MARKER": marker, "TESTBED_CAPTURE_APPEND": CAPTURE_APPEND,
-                "TESTBED_CACHE_MIB": str(cache_mib)}
+                "TESTBED_CAPTURE_INITRD": f"/assets/{kernel_assets.initramfs.name}",
+                "TESTBED_CACHE_MIB": str(cache_mib), "TESTBED_SAVE_LEVEL": str(GUEST_SAVE_LEVEL)}
     (job / "job.env").write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in settings.items()))
-    config = Arm64GuestConfig(kernel=kernel_assets.image, initramfs=kernel_assets.initramfs,
-                              append=f"{FIRST_APPEND} crashkernel={crashkernel_mib}M", mem_mib=mem_mib,
-                              shares=[Share("job", job, readonly=False),
-                                      Share("assets", kernel_assets.directory, readonly=True)], cpu=cpu)
+    python_root = arm64_python.python_root()
+    # The code that runs in the guest is the tree's of this moment, and named in guest-save.json.
+    collector = arm64_python.collector_hash()
+    staged = Path(tempfile.mkdtemp(prefix="arm64-collector.", dir=final.parent))
     vmcore = job / "vmcore"
     try:
+        arm64_python.stage_collector(staged)
+        config = Arm64GuestConfig(kernel=kernel_assets.image, initramfs=kernel_assets.initramfs,
+                                  append=f"{FIRST_APPEND} crashkernel={crashkernel_mib}M", mem_mib=mem_mib,
+                                  shares=[Share("job", job, readonly=False),
+                                          Share("assets", kernel_assets.directory, readonly=True),
+                                          Share("python", python_root, readonly=True),
+                                          Share("collector", staged, readonly=True)], cpu=cpu)
         with Guest(config, job / "console.log", timeout) as guest:
             guest.wait_exit()
             if not vmcore.exists() or "testbed: capture kernel" not in (job / "console.log").read_text():
@@ -182,7 +253,10 @@ def _build_vmcore(kernel: str, kernel_assets: Arm64Kernel, final: Path, mem_mib:
     except TestbedError:
         vmcore.unlink(missing_ok=True)  # the logs stay in the .partial folder for diagnosis
         raise
+    finally:
+        shutil.rmtree(staged)
     subprocess.run(["fallocate", "--dig-holes", str(vmcore)], check=True)
+    (job / "guest-save.json").write_text(json.dumps(_guest_save_record(job, collector), indent=1) + "\n")
     meta = Vmcore(path=vmcore, marker=marker, osrelease=kernel_assets.release, kernel=kernel, mem_mib=mem_mib,
                   crashkernel_mib=crashkernel_mib, workload=False, boot=boot, kexec="load", method="kdump",
                   console_log=job / "console.log")
