@@ -226,6 +226,37 @@ def test_kernel_pages_are_the_tables_and_the_image_by_its_mapping(tmp_path, page
         expected["text"], expected["rodata"], expected["data"])
 
 
+# Addresses in a 48-bit kernel's layout since 5.4: in the linear map (its lower half), and in
+# vmalloc space away from the image (swapper_pg_dir is at 0xffff800008000000 here).
+LINEAR_ADDRESS, VMALLOC_ADDRESS = 0xFFFF_0000_4000_0000, 0xFFFF_8000_1000_0000
+
+
+@pytest.mark.parametrize("page_size", [4096, 16384, 65536])
+@pytest.mark.parametrize("where", ["vmalloc", "linear"])
+def test_a_cpus_stack_is_the_thread_size_block_around_its_sp_and_a_per_cpu_stack_also_the_thread_size_above(
+        tmp_path, page_size, where):
+    """THREAD_SIZE is 16 KiB or one page where that is larger. A vmalloc'ed stack (task, IRQ with
+    VMAP_STACK) is THREAD_SIZE aligned; a per-CPU one in the linear map (the overflow stack, the IRQ
+    stack without VMAP_STACK) is not, and is used from sp up."""
+    from collector.kernel import arm64
+
+    levels = {4096: 4, 16384: 4, 65536: 3}[page_size]
+    tables = Arm64Tables(page_size, 48, levels)
+    thread_size = max(16384, page_size)
+    area = VMALLOC_ADDRESS if where == "vmalloc" else LINEAR_ADDRESS
+    pages = range(area - 2 * thread_size, area + 3 * thread_size, page_size)  # neighbours on both sides mapped
+    for n, vaddr in enumerate(pages):
+        assert tables.map(vaddr, DATA_PADDR + n * page_size, 1, 1 << 10)
+    sp = area + thread_size - 0x230 if where == "vmalloc" else area + thread_size // 2 + 0x470
+    wanted = range(area, area + thread_size, page_size) if where == "vmalloc" else \
+        [vaddr for vaddr in pages if area <= vaddr < sp + thread_size]
+    with Vmcore(vmcore_of(str(tmp_path), tables, vmcoreinfo(page_size, 48, 16))) as vmcore:
+        kernel = arch.kernel_memory(vmcore)
+        assert arm64.stack_pages(kernel, sp) == sorted(tables.lookup(vaddr) // page_size for vaddr in wanted)
+        assert arm64.stack_pages(kernel, sp & ~(0xFF << 56) | 0x3C << 56) == arm64.stack_pages(kernel, sp)  # tagged
+        assert arm64.stack_pages(kernel, area + 64 * thread_size) == []  # unmapped: nothing
+
+
 def test_phys_offset_of_a_randomised_linear_map_is_negative_and_the_header_carries_it(tmp_path):
     tables = Arm64Tables(4096, 48, 4)
     with Vmcore(vmcore_of(str(tmp_path), tables, vmcoreinfo(4096, 48, 16))) as vmcore:
@@ -355,3 +386,25 @@ def test_real_arm64_filtered_dump_opens_in_drgn_with_the_crashed_kernels_utsname
     prog = drgn_program(str(tmp_path / "dump"))  # drgn's own aarch64 page-table walk
     name = prog.read(info.symbols["init_uts_ns"] + info.offsets["uts_namespace.name"], 65 * 3)
     assert name[130:].split(b"\0")[0].decode() == arm64_vmcore.osrelease
+
+
+@pytest.mark.realkernel
+@needs_arm64_qemu
+@compiled_pass_only
+def test_real_arm64_crashing_cpus_frame_records_all_lie_in_the_stack_pages_of_its_sp(arm64_vmcore):
+    """AAPCS64 frame records from x29 ([fp] the caller's fp, [fp + 8] its return address) up to the
+    final one (fp 0, in the pt_regs at the stack's top): every one is in the pages the value order
+    sends first for this CPU."""
+    from collector.kernel import arm64, triage
+
+    with Vmcore(str(arm64_vmcore.path)) as vmcore:
+        kernel = arch.kernel_memory(vmcore)
+        (note,) = triage.prstatus_notes(vmcore.notes, vmcore.e_machine)
+        assert note.registers is not None
+        pages = arm64.stack_pages(kernel, note.registers[arm64.STACK_POINTER])
+        assert len(pages) == 4  # 16 KiB of 4 KiB pages, all mapped
+        fp, records = note.registers["x29"], 0
+        while fp:
+            assert kernel.translate(fp)[0] // 4096 in pages, hex(fp)
+            fp, records = kernel.read_u64(fp), records + 1
+    assert records >= 10  # __crash_kexec up to the syscall's entry from EL0

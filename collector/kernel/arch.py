@@ -37,6 +37,10 @@ class Architecture(Protocol):
     def stack_pages(self, tables: KernelMemory, stack_pointer: int) -> list[int]:
         """The pfns of the stack that ``stack_pointer`` points into."""
 
+    @property
+    def STACK_POINTER(self) -> str:
+        """The name of the stack pointer among a CPU's NT_PRSTATUS registers (triage.Prstatus)."""
+
 
 ARCHITECTURES: dict[int, Architecture] = {elf.EM_X86_64: x86_64, elf.EM_AARCH64: arm64}
 

@@ -51,6 +51,11 @@ def _signed(value: int) -> int:
     return value - (1 << 64) if value >> 63 else value
 
 
+def untagged(vaddr: int) -> int:
+    """Top-byte-ignore: a tagged pointer (KASAN_SW_TAGS) is its address with bits 63:56 = bit 55."""
+    return vaddr & 0x00FFFFFFFFFFFFFF | (0xFF << 56 if vaddr >> 55 & 1 else 0)
+
+
 def _va_bits_and_page_shift(info: VmcoreInfo) -> tuple[int, int, int]:
     """(configured VA_BITS, the size swapper_pg_dir is walked with, PAGE_SHIFT), or
     TranslationError naming the VMCOREINFO line that is missing or implausible."""
@@ -145,6 +150,7 @@ class PageTables(KernelMemory):
         # The kernel's half (TTBR1) of the address space swapper_pg_dir covers.
         self.kernel_space_start = (-(1 << walk_bits)) & U64_MASK
         self.swapper_vaddr, self.kimage_voffset = top, voffset & U64_MASK
+        self.linear = linear_map(info)
         self.top_table = (top - voffset) & U64_MASK
         index_bits = page_shift - 3  # 8-byte descriptors, one page per table
         self.levels = -(-(walk_bits - page_shift) // index_bits)
@@ -173,8 +179,7 @@ class PageTables(KernelMemory):
         return (entry & self.low_mask) | (entry & self.high_mask) << self.high_shift
 
     def translate(self, vaddr: int) -> tuple[int, int]:
-        # Top-byte-ignore: a tagged pointer (KASAN_SW_TAGS) is its address with bits 63:56 = bit 55.
-        address = vaddr & 0x00FFFFFFFFFFFFFF | (0xFF << 56 if vaddr >> 55 & 1 else 0)
+        address = untagged(vaddr)
         if address < self.kernel_space_start:
             raise TranslationError(f"{vaddr:#x} is not a kernel address")
         table = self.top_table
@@ -200,6 +205,13 @@ PTE_PXN = 1 << 53    # not executable at EL1
 # The image lies within this distance of swapper_pg_dir (in its data): the last-level tables
 # read for image pages; others count as tables only (a linear map of 4 KiB pages has many).
 IMAGE_REACH = 1 << 29
+# THREAD_SIZE (arch/arm64/include/asm/memory.h): 1 << MIN_THREAD_SHIFT (14), or PAGE_SHIFT where
+# that is larger and CONFIG_VMAP_STACK wants whole pages (without VMAP_STACK a 16 KiB stack sits
+# inside one 64 KiB page: the same pages). KASAN doubles it; VMCOREINFO does not say KASAN, so on
+# such a kernel the half of a stack away from its pointer comes in a later class, not first.
+MIN_THREAD_SIZE = 1 << 14
+# The NT_PRSTATUS register (kernel/triage.py's names for struct user_pt_regs) a CPU's stack is found by.
+STACK_POINTER = "sp"
 
 
 def kernel_pages(tables: KernelMemory) -> KernelPages:
@@ -240,5 +252,18 @@ def kernel_pages(tables: KernelMemory) -> KernelPages:
 
 
 def stack_pages(tables: KernelMemory, stack_pointer: int) -> list[int]:
-    """None found yet on arm64 (the value order reads x86_64's rsp only)."""
-    return []
+    """The pfns of the stack ``stack_pointer`` points into that are mapped: the THREAD_SIZE block
+    holding it (a task's stack; with VMAP_STACK also the IRQ and SDEI stacks, vmalloc'ed
+    THREAD_ALIGN-aligned), and, where it lies in the linear map, the THREAD_SIZE above it too:
+    the per-CPU stacks there (the overflow stack, the IRQ stack without VMAP_STACK) are arrays
+    aligned to 16 bytes, not to their size, and a stack's used part lies above its pointer."""
+    if not isinstance(tables, PageTables):
+        raise TranslationError("not arm64 page tables")
+    page_size = 1 << tables.page_shift
+    thread_size = max(MIN_THREAD_SIZE, page_size)
+    pointer = untagged(stack_pointer)
+    base = pointer & ~(thread_size - 1)
+    pfns = tables.mapped_pfns(base, base + thread_size, page_size)
+    if pointer in tables.linear:
+        pfns |= tables.mapped_pfns(pointer, min(pointer + thread_size, tables.linear.stop), page_size)
+    return sorted(pfns)

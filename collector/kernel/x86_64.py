@@ -106,6 +106,8 @@ PTE_NX = 1 << 63
 # THREAD_SIZE: 16 KiB (THREAD_SIZE_ORDER 2) unless KASAN doubles it; a CPU's stack pointer
 # lies in one such aligned block (the task's stack, or an IRQ/exception stack).
 THREAD_SIZE = 16 << 10
+# The NT_PRSTATUS register (kernel/triage.py's names for struct user_regs_struct) a CPU's stack is found by.
+STACK_POINTER = "rsp"
 # The kernel image's mapping, __START_KERNEL_map + KERNEL_IMAGE_SIZE (1 GiB with KASLR).
 KERNEL_IMAGE_END = START_KERNEL_MAP + (1 << 30)
 
