@@ -13,6 +13,13 @@ chunks plus what was written out of order, never the dump. The first chunk (the 
 chunks with holes (zeros in the file) are hashed when the manifest is made. A chunk whose
 content is not known is recorded as null and not checked: a write there failed, or came after
 the chunk was hashed.
+
+The extents are views of the writers' own buffers, not copies: copying each write cost the
+dump more than hashing it (issue 14: the hash must not slow a one-thread dump). So a writer
+must not change a buffer after write_at returns (the Sink contract; the kdump and ELF writers
+hand over a new buffer each time: tests/test_integrity.py checks both); resizing one would
+raise BufferError. A chunk left open with less than half of a write keeps a copy of its part,
+not a hold on the whole buffer.
 """
 
 from __future__ import annotations
@@ -44,8 +51,19 @@ EXIT_INTACT, EXIT_DAMAGED, EXIT_NO_MANIFEST = 0, 1, 2
 READ_BYTES = 1 << 20
 
 
-def _digest(data: bytes | bytearray) -> str:
+Buffer = bytes | bytearray | memoryview
+
+
+def _digest(data: Buffer) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _digest_parts(parts: list[Buffer]) -> str:
+    """The SHA-256 of the parts one after the other, without joining them."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -107,14 +125,14 @@ def manifest_bound(dump_size_bound: int) -> int:
 
 class _Extents:
     """The bytes written so far into one chunk: sorted, non-overlapping (start, data) pieces,
-    a later write replacing what it overlaps."""
+    a later write replacing what it overlaps. Pieces are views (module docstring)."""
 
     def __init__(self) -> None:
         self.starts: list[int] = []
-        self.pieces: list[bytes] = []
+        self.pieces: list[Buffer] = []
         self.covered = 0
 
-    def put(self, start: int, data: bytes) -> None:
+    def put(self, start: int, data: Buffer) -> None:
         end = start + len(data)
         lo = bisect_right(self.starts, start) - 1
         if lo < 0 or self.starts[lo] + len(self.pieces[lo]) <= start:
@@ -135,16 +153,20 @@ class _Extents:
         self.pieces[lo:hi] = pieces
         self.covered += sum(len(piece) for piece in pieces)
 
-    def content(self, length: int) -> bytes:
-        """The chunk's ``length`` bytes, zeros where nothing was written."""
-        if self.covered == length and len(self.pieces) == 1:
-            return self.pieces[0]
-        if self.covered == length:
-            return b"".join(self.pieces)
-        buffer = bytearray(length)
+    def parts(self, length: int) -> list[Buffer]:
+        """The chunk's first ``length`` bytes in order, zeros where nothing was written."""
+        parts: list[Buffer] = []
+        at = 0
         for start, piece in zip(self.starts, self.pieces, strict=True):
-            buffer[start:start + len(piece)] = piece[:max(0, length - start)]
-        return bytes(buffer)
+            if start >= length:
+                break
+            if start > at:
+                parts.append(bytes(start - at))
+            parts.append(piece[:length - start])
+            at = start + len(parts[-1])
+        if at < length:
+            parts.append(bytes(length - at))
+        return parts
 
 
 class HashingFile:
@@ -215,16 +237,18 @@ class HashingFile:
             extents = self._open.get(index)
             if extents is None:
                 extents = self._open[index] = _Extents()
-            extents.put(max(offset, start) - start, bytes(piece))
+            extents.put(max(offset, start) - start, piece)
             # The first chunk holds the header, which formats write again at the end.
             if extents.covered == cs and index != 0:
-                self._hash(index, extents.content(cs))
+                self._hash(index, extents.pieces)
+            elif 2 * len(piece) < len(view):  # left open with a small part of a large write: a copy
+                extents.put(max(offset, start) - start, bytes(piece))  # (module docstring)
 
-    def _hash(self, index: int, content: bytes) -> None:
+    def _hash(self, index: int, parts: list[Buffer]) -> None:
         del self._open[index]
         while len(self._queue) >= HASH_AHEAD:
             self._queue.popleft().result()
-        future = self._pool.submit(_digest, content)
+        future = self._pool.submit(_digest_parts, parts)
         self._hashed[index] = future
         self._queue.append(future)
 
@@ -251,7 +275,7 @@ class HashingFile:
             else:
                 length = min(cs, self.size - start)
                 extents = self._open.get(index)
-                chunks.append(_digest(bytes(length) if extents is None else extents.content(length)))
+                chunks.append(_digest(bytes(length)) if extents is None else _digest_parts(extents.parts(length)))
         return Manifest(self.size, complete, tuple(chunks), cs)
 
 

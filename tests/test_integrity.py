@@ -14,6 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from collector.formats.elfcore import write_elf
+from collector.formats.kdump import write_kdump
 from collector.integrity import (
     EXIT_DAMAGED,
     EXIT_INTACT,
@@ -23,6 +25,10 @@ from collector.integrity import (
     VerifyOptions,
     verify,
 )
+from collector.pipeline.pages import PageCompressor
+from collector.progress import LineProgress
+from collector.scan.classify import PageClassifier
+from collector.source.vmcore import Vmcore
 from tests.conftest import run_save
 from tests.support.dumpcheck import dump_files
 
@@ -151,6 +157,39 @@ def test_the_header_written_again_at_the_end_is_hashed_as_it_ends(tmp_path):
     hashed.close()
     manifest = hashed.manifest(True)
     assert list(manifest.chunks) == chunk_hashes(bytes(model.data), CHUNK)
+
+
+class KeepingSink:
+    """A Sink that holds every buffer written to it, as HashingFile does (a memoryview: resizing
+    the buffer raises BufferError), with a copy of what it held when written."""
+
+    def __init__(self) -> None:
+        self.kept: list[tuple[int, memoryview, bytes]] = []
+
+    def write_at(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        self.kept.append((offset, memoryview(data), bytes(data)))
+
+    def reserve(self, offset: int, length: int) -> None:
+        pass
+
+
+@pytest.mark.vmcore(random_pages=2048, zero_pages=256)
+@pytest.mark.parametrize("fmt", ["kdump", "elf"])
+def test_the_dump_writers_never_change_a_buffer_after_writing_it(vmcore, fmt):
+    """HashingFile hashes the writers' buffers, not copies, after write_at returns."""
+    sink = KeepingSink()
+    with Vmcore(str(vmcore)) as source:
+        classifier = PageClassifier(source, 1, lambda message: None)
+        if fmt == "elf":
+            write_elf(sink, source, classifier, LineProgress(quiet=True))
+        else:
+            compressor = PageCompressor("zstd", None, 1)
+            try:
+                write_kdump(sink, source, classifier, compressor, LineProgress(quiet=True))
+            finally:
+                compressor.close()
+    changed = [offset for offset, data, written in sink.kept if data != written]
+    assert sum(len(written) for _, _, written in sink.kept) > 8 << 20 and changed == []
 
 
 def test_a_rewritten_manifest_chunk_is_caught_by_the_root_hash(tmp_path):
