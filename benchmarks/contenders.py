@@ -28,9 +28,11 @@ SWEEP_THREADS = 2
 # Goal 2's scaling curve, on the largest real input only.
 SCALING_THREADS = (1, 2, 3, 4)
 
-# Where a contender runs: every real vmcore, the largest real one only, or the synthetic ones
-# (which only serve the memory goal: vmcore-save at -d 31, 1 and 2 threads).
-REAL, LARGEST_REAL, SYNTHETIC = "real", "largest real", "synthetic"
+# Where a contender runs: every real vmcore, the largest real one only, the synthetic ones
+# (which only serve the memory goal: vmcore-save at -d 31, 1 and 2 threads), or the test bed's
+# arm64 vmcore (issue 15: vmcore-save at one thread; Debian's arm64 makedumpfile under qemu-user,
+# an emulated CPU, for its output size only).
+REAL, LARGEST_REAL, SYNTHETIC, ARM64 = "real", "largest real", "synthetic", "arm64"
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class Contender:
     runs_on: frozenset[str] = frozenset({REAL})
     in_quick: bool = False     # part of the --quick set
     sweep: bool = False        # goal 3's level sweep: one timed run
+    size_only: bool = False    # one run, for its output size: its time is no race (qemu-user)
     unavailable: str | None = None  # why it cannot run at all (makedumpfile built without zstd)
     env: dict[str, str] = field(default_factory=dict)
 
@@ -53,8 +56,8 @@ class Contender:
 
     def runs_on_input(self, bench_input: BenchInput, largest_real: bool) -> bool:
         """Whether this input is one of the contender's (see runs_on)."""
-        if bench_input.kind == "synthetic":
-            return SYNTHETIC in self.runs_on
+        if bench_input.kind in (SYNTHETIC, ARM64):
+            return bench_input.kind in self.runs_on
         return REAL in self.runs_on or (LARGEST_REAL in self.runs_on and largest_real)
 
 
@@ -94,10 +97,10 @@ def all_contenders(makedumpfile: str | None, zstd: bool) -> list[Contender]:
     """Every contender in table order (makedumpfile None: vmcore-save's only)."""
     both = frozenset({REAL, SYNTHETIC})
     contenders = [
-        _vmcore_save(31, 1, runs_on=both, in_quick=True),
+        _vmcore_save(31, 1, runs_on=both | {ARM64}, in_quick=True),
         _vmcore_save(31, 2, runs_on=both, in_quick=True),
         *(_vmcore_save(31, threads, runs_on=frozenset({LARGEST_REAL})) for threads in SCALING_THREADS[2:]),
-        _vmcore_save(1, 1, in_quick=True),
+        _vmcore_save(1, 1, runs_on=frozenset({REAL, ARM64}), in_quick=True),
         _vmcore_save(1, 2, in_quick=True),
         _vmcore_save(31, 1, fast=True),
         _vmcore_save(31, SWEEP_THREADS, fast=True, in_quick=True),
@@ -113,6 +116,25 @@ def all_contenders(makedumpfile: str | None, zstd: bool) -> list[Contender]:
             _makedumpfile(makedumpfile, zstd, "-z", 31, "zstd", threads=2),
         ]
     return contenders
+
+
+def arm64_makedumpfile_name(flag: str, dump_level: int) -> str:
+    return f"arm64 makedumpfile {flag} -d {dump_level} (qemu-user)"
+
+
+def arm64_makedumpfiles() -> list[Contender]:
+    """Debian's arm64 makedumpfile 1.7.2 (no zstd: zlib and lzo) at -d 31 and -d 1, one run
+    each for the output size; unavailable, saying why, where the test bed cannot run it."""
+    from tests.testbed import TestbedError, arm64  # only here: it pulls in the QEMU test bed
+
+    try:
+        prefix, unavailable = arm64.makedumpfile(), None
+    except (TestbedError, OSError, subprocess.SubprocessError) as e:
+        prefix, unavailable = ["makedumpfile"], f"arm64 makedumpfile not available: {e}"
+    return [Contender(arm64_makedumpfile_name(flag, level), "makedumpfile",
+                      (*prefix, flag, "-d", str(level), "{vmcore}", "{out}"), level, 1, compression,
+                      runs_on=frozenset({ARM64}), size_only=True, unavailable=unavailable)
+            for level in (31, 1) for flag, compression in (("-c", "zlib"), ("-l", "lzo"))]
 
 
 def reference_makedumpfile() -> tuple[str | None, str]:

@@ -39,7 +39,7 @@ SYNTHETIC_VERSION = 1
 class BenchInput:
     name: str          # the row label, e.g. "6.1 4 GiB" (kernel series, guest RAM) or "synthetic 1 GiB"
     path: Path
-    kind: str          # "real" or "synthetic"
+    kind: str          # "real", "synthetic" or "arm64" (contenders.REAL, SYNTHETIC, ARM64)
     memory_bytes: int  # sum of the PT_LOADs' p_memsz: the guest's RAM as the vmcore describes it
     file_bytes: int    # st_size: what `cat` reads, and the base of every MB/s figure
     exercises: str     # one line for RESULTS.md
@@ -55,6 +55,19 @@ def real_input(kernel: str, mem_mib: int) -> BenchInput:
                  "struct pages through the kernel's page tables and drops cache, user and free pages; "
                  "-d 1 only zero pages")
     return BenchInput(f"{kernel} {_gib_label(mem_mib << 20)}", vmcore.path, "real", _memory_bytes(vmcore.path),
+                      vmcore.path.stat().st_size, exercises)
+
+
+def arm64_input(kernel: str = "6.1") -> BenchInput:
+    """The cached vmcore of the test bed's arm64 guest (tests/testbed/arm64.py: QEMU virt, CPU
+    max, 1 GiB, KASLR on); a missing one is made by crashing a guest in QEMU (about a minute)."""
+    from tests.testbed import arm64  # only here: it pulls in the QEMU test bed
+
+    vmcore = arm64.get_vmcore(kernel=kernel)
+    memory = _memory_bytes(vmcore.path)  # the image's PT_LOAD lies inside the linear map's: counted twice
+    exercises = (f"a real /proc/vmcore of Debian {vmcore.osrelease} (issue 15): -d 31 reads struct pages "
+                 "through arm64's page tables (4 KiB pages, 48-bit VA, KASLR); -d 1 only zero pages")
+    return BenchInput(f"arm64 {kernel} {_gib_label(vmcore.mem_mib << 20)}", vmcore.path, "arm64", memory,
                       vmcore.path.stat().st_size, exercises)
 
 
@@ -137,7 +150,7 @@ def warm(bench_input: BenchInput) -> None:
     """Bring the input into the page cache before a timed run: `cat > /dev/null` for a real
     vmcore; for a sparse synthetic one only its data extents (reading the holes would fill the
     page cache with up to 64 GiB of zeros and push out everything else)."""
-    if bench_input.kind == "real":
+    if bench_input.kind != "synthetic":
         subprocess.run(["cat", str(bench_input.path)], stdout=subprocess.DEVNULL, check=True)
         return
     with open(bench_input.path, "rb", buffering=0) as f:

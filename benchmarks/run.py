@@ -6,6 +6,8 @@ Writes DIR/RESULTS.md (default benchmarks/results) and DIR/vs_makedumpfile.png. 
 starts with its input warmed into the page cache and writes to a tmpfs (--scratch, default
 /dev/shm); the output is deleted after each run. Real vmcores: median of 5 runs. --quick (CI): the
 real 512 MiB vmcore and a synthetic 256 MiB one, best of 1, fewer contenders, and no verdicts.
+A full run also has issue 15's arm64 row: the test bed's arm64 vmcore, vmcore-save's size and
+time, Debian's arm64 makedumpfile (under qemu-user) for its size.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .compression_cost import measure_compression_cost
 from .contenders import (
     Contender,
     all_contenders,
+    arm64_makedumpfiles,
     makedumpfile_version,
     reference_makedumpfile,
     supports_zstd,
@@ -40,6 +43,7 @@ from .inputs import (
     GIB,
     PERIOD_PAGES,
     BenchInput,
+    arm64_input,
     free_bytes,
     real_input,
     synthetic_input,
@@ -85,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(f"{makedumpfile} has no zstd: its -z rows are skipped (issue 13 races the zstd build in "
                      "../shared/tools, or any makedumpfile named by $VMCORE_BENCH_MAKEDUMPFILE)")
     contenders = [c for c in all_contenders(makedumpfile, zstd) if c.in_quick or not args.quick]
+    if not args.quick:
+        contenders += arm64_makedumpfiles()
 
     _log("preparing inputs")
     inputs = _inputs(args.quick, args.cache, args.max_synthetic_gib, notes)
@@ -101,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         _prime_bytecode(contenders[0], real[0], Path(scratch))
         for bench_input in inputs:
             for contender in (c for c in contenders if c.runs_on_input(bench_input, bench_input is largest_real)):
-                runs = 1 if contender.sweep or bench_input.kind == "synthetic" else repeat
+                runs = 1 if contender.sweep or contender.size_only or bench_input.kind == "synthetic" else repeat
                 results.measurements.append(_measure(contender, bench_input, Path(scratch), runs))
             if bench_input.kind == "real":  # right after its wall times: the same machine conditions
                 _compression_costs(bench_input, repeat, results)
@@ -150,6 +156,10 @@ def _inputs(quick: bool, cache: Path, max_synthetic_gib: int, notes: list[str]) 
         except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as e:  # the notes say why
             notes.append(f"real {kernel} {mib} MiB kdump vmcore skipped: the test bed could not provide it ({e})")
     content_source = inputs[0].path
+    try:
+        inputs.append(arm64_input())
+    except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as e:
+        notes.append(f"arm64 vmcore skipped: the test bed could not provide it ({e})")
     for gib in (gib for gib in SYNTHETIC_GIB if gib <= max_synthetic_gib):
         cached = cache / f"synthetic-{gib << 10}M.vmcore"
         needed = gib * GIB * CONTENT_PAGES // PERIOD_PAGES + DISK_MARGIN_BYTES
@@ -268,6 +278,8 @@ def _setup_notes(repeat: int, scratch: Path) -> list[str]:
         "page cache: `cat vmcore > /dev/null` for a real one, only the data extents of a sparse synthetic one.",
         "- Every contender runs on every real vmcore, except 3 and 4 threads (the largest one only); the synthetic "
         "vmcores (no VMCOREINFO: makedumpfile refuses them above -d 1) run vmcore-save -d 31 at 1 and 2 threads only.",
+        "- The arm64 vmcore (issue 15) runs vmcore-save -d 31 and -d 1 at one thread, and Debian's arm64 "
+        "makedumpfile 1.7.2 under qemu-user (an emulated CPU: no speed race), one run each, for its output size.",
         f"- Every contender writes its output to {scratch} ({scratch_fs}), deleted after each run; "
         "vmcore-save with --output FILE (kdump format), makedumpfile to its output file.",
         "- Wall time is from exec to exit, under /usr/bin/time (which measures peak RSS), so it includes each "
