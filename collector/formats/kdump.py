@@ -359,7 +359,10 @@ class KdumpFile:
         self.ndump = self._rank_blocks[-1]
         self.descs_end = self.layout.descs_offset + self.ndump * PAGE_DESC.size
         # Unknown (None) when the bitmaps are cut: they say which pages were dumped.
-        self.pages_missing = None if size < self.layout.descs_offset else self._pages_without_data()
+        self.pages_missing: int | None = None
+        self._data_end = self.descs_end  # where the page data should end (_scan_descs)
+        if size >= self.layout.descs_offset:
+            self.pages_missing, self._data_end = self._scan_descs()
         self.truncation = self._find_truncation()
 
     def _find_truncation(self) -> Truncation | None:
@@ -372,8 +375,8 @@ class KdumpFile:
         for part, end in ends:
             if self.size < end:
                 return Truncation(self.size, part, end, self.pages_missing)
-        if self.pages_missing and self.size < self._data_end():
-            return Truncation(self.size, "page data", self._data_end(), self.pages_missing)
+        if self.pages_missing and self.size < self._data_end:
+            return Truncation(self.size, "page data", self._data_end, self.pages_missing)
         return None
 
     def descs(self, start: int, end: int) -> list[Any]:
@@ -383,24 +386,35 @@ class KdumpFile:
     def has_data(self, desc: Any) -> bool:
         return desc.offset != 0 and desc.offset + desc.size <= self.size
 
-    def _pages_without_data(self) -> int:
-        """Dumped pages whose data is not in the file: descriptor past the end of the file or
-        never written (offset 0), or data past the end. A dump its writer finished has its
-        data in descriptor order up to wherever it was cut since, so the scan goes back from
-        the last descriptor only until one whose data is there (other than the shared zero
-        page, which pages of any pfn point at); one the writer marked incomplete has its data in
-        order of value (scan/value.py), so every descriptor is looked at."""
+    def _scan_descs(self) -> tuple[int, int]:
+        """In one pass over the descriptors: the dumped pages whose data is not in the file
+        (descriptor past the end of the file or never written, offset 0, or data past the end),
+        and where the page data should end (past the descriptor that points furthest).
+
+        A dump its writer finished has its data in descriptor order up to wherever it was cut
+        since, so the scan goes back from the last descriptor only until one whose data is
+        there (other than the shared zero page, which pages of any pfn point at), and the data
+        end is in the last block of descriptors that point past the zero page; one the writer
+        marked incomplete has its data in order of value (scan/value.py), so every descriptor
+        is looked at."""
         written_in_order = self._written_in_order()
-        missing, end = 0, self.ndump
-        while end > 0:
+        missing, data_end, end = 0, self.descs_end, self.ndump
+        counting = ending = True  # still counting pages without data; still looking for the data end
+        while end > 0 and (counting or ending):
             start = max(0, end - DESCS_PER_READ)
-            for desc in reversed(self.descs(start, end)):
-                if not self.has_data(desc):
-                    missing += 1
-                elif written_in_order and desc.offset > self.descs_end:
-                    return missing
+            descs = self.descs(start, end)
+            if ending:
+                data_end = max([data_end, *(desc.offset + desc.size for desc in descs if desc.offset != 0)])
+                ending = not (written_in_order and any(desc.offset > self.descs_end for desc in descs))
+            if counting:  # what ends the count points past the zero page: the data end's scan ended too
+                for desc in reversed(descs):
+                    if not self.has_data(desc):
+                        missing += 1
+                    elif written_in_order and desc.offset > self.descs_end:
+                        counting = False
+                        break
             end = start
-        return missing
+        return missing, data_end
 
     def _written_in_order(self) -> bool:
         """Whether the last descriptors' data is the last data in the file, so a cut is found
@@ -410,20 +424,6 @@ class KdumpFile:
             return False
         expected_end = self.sub_header.offset_eraseinfo if not self.sub_header.size_eraseinfo else 0
         return not self.descs_end < expected_end or self.size >= expected_end
-
-    def _data_end(self) -> int:
-        """Where the page data should end: past the descriptor that points furthest (found as
-        _pages_without_data finds the last page with data)."""
-        written_in_order = self._written_in_order()
-        data_end, end = self.descs_end, self.ndump
-        while end > 0:
-            start = max(0, end - DESCS_PER_READ)
-            descs = [desc for desc in self.descs(start, end) if desc.offset != 0]
-            data_end = max([data_end, *(desc.offset + desc.size for desc in descs)])
-            if written_in_order and any(desc.offset > self.descs_end for desc in descs):
-                break
-            end = start
-        return data_end
 
     @classmethod
     def open(cls, path: str) -> KdumpFile:
