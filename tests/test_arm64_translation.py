@@ -257,6 +257,21 @@ def test_a_cpus_stack_is_the_thread_size_block_around_its_sp_and_a_per_cpu_stack
         assert arm64.stack_pages(kernel, area + 64 * thread_size) == []  # unmapped: nothing
 
 
+@given(st.integers(0, (1 << 47) - 1), st.integers(0, (1 << 16) - 1), st.sampled_from([0xFFFF_0000_0000_0000,
+                                                                                       0xFF80_0000_0000_0000]))
+def test_a_return_address_signed_by_pointer_authentication_is_the_address_it_returns_to(offset, code, pac_mask):
+    """The PAC takes KERNELPACMASK's bits of a kernel address but bit 55, which says the half."""
+    from collector.kernel import arm64
+    from collector.source.vmcoreinfo import VmcoreInfo
+
+    address = 0xFFFF_8000_0000_0000 | offset
+    signed = address & ~pac_mask | (code << 48) & pac_mask | 1 << 55
+    info = VmcoreInfo.parse(f"NUMBER(KERNELPACMASK)={pac_mask:#x}\n".encode())
+    assert arm64.code_address(signed, info) == address
+    assert arm64.code_address(offset, info) == offset  # not a kernel address: as it is
+    assert arm64.code_address(signed, VmcoreInfo.parse(b"")) == signed  # a kernel without PAC
+
+
 def test_phys_offset_of_a_randomised_linear_map_is_negative_and_the_header_carries_it(tmp_path):
     tables = Arm64Tables(4096, 48, 4)
     with Vmcore(vmcore_of(str(tmp_path), tables, vmcoreinfo(4096, 48, 16))) as vmcore:
@@ -393,9 +408,11 @@ def test_real_arm64_filtered_dump_opens_in_drgn_with_the_crashed_kernels_utsname
 @compiled_pass_only
 def test_real_arm64_crashing_cpus_frame_records_all_lie_in_the_stack_pages_of_its_sp(arm64_vmcore):
     """AAPCS64 frame records from x29 ([fp] the caller's fp, [fp + 8] its return address) up to the
-    final one (fp 0, in the pt_regs at the stack's top): every one is in the pages the value order
-    sends first for this CPU."""
+    final one (fp and lr 0, in the pt_regs at the stack's top): every one is in the pages the value
+    order sends first for this CPU, and every other one's return address, its pointer
+    authentication stripped, is in kernel text."""
     from collector.kernel import arm64, triage
+    from collector.kernel.kallsyms import Kallsyms
 
     with Vmcore(str(arm64_vmcore.path)) as vmcore:
         kernel = arch.kernel_memory(vmcore)
@@ -403,8 +420,12 @@ def test_real_arm64_crashing_cpus_frame_records_all_lie_in_the_stack_pages_of_it
         assert note.registers is not None
         pages = arm64.stack_pages(kernel, note.registers[arm64.STACK_POINTER])
         assert len(pages) == 4  # 16 KiB of 4 KiB pages, all mapped
+        text = Kallsyms(kernel, vmcore.vmcoreinfo).addresses(["_stext", "_etext"])
         fp, records = note.registers["x29"], 0
         while fp:
             assert kernel.translate(fp)[0] // 4096 in pages, hex(fp)
-            fp, records = kernel.read_u64(fp), records + 1
+            fp, lr = kernel.read_u64(fp), kernel.read_u64(fp + 8)
+            returns_to = arm64.code_address(lr, vmcore.vmcoreinfo)  # PAC-signed on CPU max
+            assert not fp or text["_stext"][1] <= returns_to < text["_etext"][1], hex(returns_to)
+            records += 1
     assert records >= 10  # __crash_kexec up to the syscall's entry from EL0

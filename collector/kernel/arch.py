@@ -37,6 +37,10 @@ class Architecture(Protocol):
     def stack_pages(self, tables: KernelMemory, stack_pointer: int) -> list[int]:
         """The pfns of the stack that ``stack_pointer`` points into."""
 
+    def code_address(self, word: int, info: VmcoreInfo) -> int:
+        """A return address read from a stack as the address it returns to (arm64 strips pointer
+        authentication)."""
+
     @property
     def STACK_POINTER(self) -> str:
         """The name of the stack pointer among a CPU's NT_PRSTATUS registers (triage.Prstatus)."""

@@ -169,6 +169,11 @@ def kernel_pages(tables: KernelMemory) -> KernelPages:
     return found
 
 
+def code_address(word: int, info: VmcoreInfo) -> int:
+    """A code address as a stack holds it: as it is on x86_64."""
+    return word
+
+
 def stack_pages(tables: KernelMemory, stack_pointer: int) -> list[int]:
     """The pfns of the THREAD_SIZE block holding ``stack_pointer`` that are mapped."""
     base = stack_pointer & ~(THREAD_SIZE - 1)
