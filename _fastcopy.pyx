@@ -375,7 +375,8 @@ cdef inline bint flag(uint64_t flags, int64_t bit) noexcept nogil:
 
 def classify_pages(const uint8_t[::1] pages, Py_ssize_t npages, const int64_t[::1] p,
                    uint8_t[::1] bitmap, Py_ssize_t first_bit, uint64_t first_pfn,
-                   int64_t[::1] counts, uint8_t[::1] slab_bits):
+                   int64_t[::1] counts, uint8_t[::1] slab_bits, uint8_t[::1] first_slab_bits,
+                   const uint64_t[::1] first_caches, Py_ssize_t slab_cache_offset):
     """Clear the bits of excluded pages among ``npages`` struct pages (pfn first_pfn + i is
     bit first_bit + i of bitmap) and add the cleared pages to counts[class].
 
@@ -384,9 +385,13 @@ def classify_pages(const uint8_t[::1] pages, Py_ssize_t npages, const int64_t[::
     level hwpoison pages (reading them can machine-check) and logically offline pages.
     counts[COUNT_BAD_ORDER] counts buddy blocks whose order is implausible (kept).
     Kept slab pages (a slab's head and its tails) get their bit set in ``slab_bits`` (laid out
-    as ``bitmap``) unless it is empty: the dump writes them early (scan/value.py).
+    as ``bitmap``) unless it is empty: the dump writes them early (scan/value.py); those of a
+    slab whose struct slab's slab_cache (at ``slab_cache_offset``) is one of ``first_caches``
+    get it in ``first_slab_bits`` instead: they are written earlier still.
     """
-    cdef Py_ssize_t size = p[P_SIZE], i = 0, j, end, bit, nr
+    cdef Py_ssize_t size = p[P_SIZE], i = 0, j, end, bit, nr, c
+    cdef uint8_t[::1] slab_target
+    cdef uint64_t slab_cache
     cdef int64_t level = p[P_LEVEL], order, cls
     cdef const uint8_t *page
     cdef const uint8_t *tail
@@ -452,10 +457,16 @@ def classify_pages(const uint8_t[::1] pages, Py_ssize_t npages, const int64_t[::
                 cls = C_OFFLINE
             if cls == C_KEEP:
                 if slab and not head & 1 and slab_bits.shape[0]:
+                    slab_target = slab_bits
+                    if slab_cache_offset >= 0 and slab_cache_offset + 8 <= size:
+                        slab_cache = u64(page + slab_cache_offset)
+                        for c in range(first_caches.shape[0]):
+                            if slab_cache == first_caches[c]:
+                                slab_target = first_slab_bits
                     end = i + nr if i + nr <= npages else npages
                     for j in range(i, end):
                         bit = first_bit + j
-                        slab_bits[bit >> 3] |= 1 << (bit & 7)
+                        slab_target[bit >> 3] |= 1 << (bit & 7)
                 i += 1
                 continue
             end = i + nr

@@ -9,7 +9,7 @@ from typing import TypeAlias
 # the item type (typed memoryviews); the twin indexes and slices them, so it needs these types.
 Bytes: TypeAlias = bytes | bytearray | memoryview  # const uint8_t[::1]: pages, bitmaps read
 WritableBytes: TypeAlias = bytearray | memoryview  # uint8_t[::1]: written in place
-Words: TypeAlias = array[int] | memoryview  # uint32_t[::1] or int64_t[::1]: array("I") or array("q")
+Words: TypeAlias = array[int] | memoryview  # uint32_t[::1], int64_t[::1], uint64_t[::1]: array("I"), "q", "Q"
 
 class PageEncoder:
     page_flag: int
@@ -31,4 +31,5 @@ def kallsyms_find(names: Bytes, count: int, token_table: Bytes, token_index: Byt
                   token_lengths: Bytes, length_ok: Bytes, wanted: Collection[bytes]) -> list[tuple[int, bytes]]: ...
 def bit_runs(bitmap: Bytes, start: int, end: int) -> list[tuple[int, int]]: ...
 def classify_pages(pages: Bytes, npages: int, p: Words, bitmap: WritableBytes, first_bit: int, first_pfn: int,
-                   counts: Words, slab_bits: WritableBytes) -> None: ...
+                   counts: Words, slab_bits: WritableBytes, first_slab_bits: WritableBytes,
+                   first_caches: Words, slab_cache_offset: int) -> None: ...

@@ -223,7 +223,8 @@ def bit_runs(bitmap: Bytes, start: int, end: int) -> list[tuple[int, int]]:
 
 
 def classify_pages(pages: Bytes, npages: int, p: Words, bitmap: WritableBytes, first_bit: int, first_pfn: int,
-                   counts: Words, slab_bits: WritableBytes) -> None:
+                   counts: Words, slab_bits: WritableBytes, first_slab_bits: WritableBytes,
+                   first_caches: Words, slab_cache_offset: int) -> None:
     """Clear the bits of excluded pages among ``npages`` struct pages (pfn first_pfn + i is
     bit first_bit + i of bitmap) and add the cleared pages to counts[class].
 
@@ -232,7 +233,9 @@ def classify_pages(pages: Bytes, npages: int, p: Words, bitmap: WritableBytes, f
     level hwpoison pages (reading them can machine-check) and logically offline pages.
     counts[COUNT_BAD_ORDER] counts buddy blocks whose order is implausible (kept).
     Kept slab pages (a slab's head and its tails) get their bit set in ``slab_bits`` (laid out
-    as ``bitmap``) unless it is empty: the dump writes them early (scan/value.py).
+    as ``bitmap``) unless it is empty: the dump writes them early (scan/value.py); those of a
+    slab whose struct slab's slab_cache (at ``slab_cache_offset``) is one of ``first_caches``
+    get it in ``first_slab_bits`` instead: they are written earlier still.
     """
     q = {name: p[index] for name, index in PARAM_INDEX.items()}
     size, level = q["struct_size"], q["dump_level"]
@@ -298,8 +301,10 @@ def classify_pages(pages: Bytes, npages: int, p: Words, bitmap: WritableBytes, f
             cls = CLASS_OFFLINE
         if cls is None:
             if slab and not head & 1 and len(slab_bits):
+                first = 0 <= slab_cache_offset <= size - 8 and u64(base + slab_cache_offset) in first_caches
+                target = first_slab_bits if first else slab_bits
                 for bit in range(first_bit + i, first_bit + min(i + nr, npages)):
-                    slab_bits[bit >> 3] |= 1 << (bit & 7)
+                    target[bit >> 3] |= 1 << (bit & 7)
             i += 1
             continue
         end = min(i + nr, npages)

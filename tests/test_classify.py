@@ -108,13 +108,25 @@ class Kernel:
 
 
 def classify(impl, pages: list[bytearray], params: dict, dump_level: int, first_pfn: int = 0):
+    kept, counts, bad, _, _ = classify_with_slabs(impl, pages, params, dump_level, first_pfn)
+    return kept, counts, bad
+
+
+def classify_with_slabs(impl, pages: list[bytearray], params: dict, dump_level: int, first_pfn: int = 0,
+                        first_caches: tuple[int, ...] = (), slab_cache_offset: int = -1):
+    """classify, and the pages marked as slab pages and as pages of the first slab caches."""
     encoding = PageEncoding(params)
     vector = encoding.vector(dump_level)
     bitmap = bytearray(b"\xff" * ((len(pages) + 7) // 8))
+    slab, first_slab = bytearray(len(bitmap)), bytearray(len(bitmap))
     counts = array("q", bytes(8 * 7))
-    impl.classify_pages(b"".join(pages), len(pages), vector, bitmap, 0, first_pfn, counts, bytearray())
-    kept = [i for i in range(len(pages)) if bitmap[i >> 3] >> (i & 7) & 1]
-    return kept, dict(zip(CLASS_NAMES, counts)), counts[6]
+    impl.classify_pages(b"".join(pages), len(pages), vector, bitmap, 0, first_pfn, counts, slab, first_slab,
+                        array("Q", first_caches), slab_cache_offset)
+
+    def bits(b: bytearray) -> list[int]:
+        return [i for i in range(len(pages)) if b[i >> 3] >> (i & 7) & 1]
+
+    return bits(bitmap), dict(zip(CLASS_NAMES, counts)), counts[6], bits(slab), bits(first_slab)
 
 
 @pytest.mark.parametrize("impl", IMPLS, ids=lambda m: m.__name__)
@@ -156,6 +168,28 @@ def test_misaligned_compound_head_is_judged_alone(impl):
     assert counts["user"] == 1 and kept == [0, 2]
 
 
+@pytest.mark.parametrize("impl", IMPLS, ids=lambda m: m.__name__)
+@pytest.mark.parametrize("version", ["6.1", "6.12"])
+def test_slabs_of_the_first_caches_are_marked_apart_head_and_tails_alike(impl, version):
+    k = Kernel(version)
+    offset = {"6.1": 24, "6.12": 8}[version]  # struct slab's slab_cache (kernel/slab.py)
+    task_structs, dentries = 0xFFFF888004841000, 0xFFFF888004842000
+
+    def slab(cache: int) -> bytearray:
+        page = k.slab_page()
+        struct.pack_into("<Q", page, offset, cache)
+        return page
+
+    pages = ([k.page(), k.page()] + k.compound(1, slab(task_structs)) + k.compound(2, slab(dentries))
+             + [slab(task_structs), k.page(mapping=task_structs)])
+    kept, _, _, other_slab, first_slab = classify_with_slabs(impl, pages, k.p, 31, 0, (task_structs,), offset)
+    assert first_slab == [2, 3, 8]  # the order-1 slab at pfn 2 (its tail too), the slab at pfn 8
+    assert other_slab == [4, 5, 6, 7]  # another cache's order-2 slab: a slab page all the same
+    assert kept == list(range(10))
+    _, _, _, unknown_offset, none_first = classify_with_slabs(impl, pages, k.p, 31, 0, (task_structs,), -1)
+    assert none_first == [] and unknown_offset == [2, 3, 4, 5, 6, 7, 8]  # offset unknown: all slab
+
+
 @st.composite
 def struct_page_arrays(draw):
     version = draw(st.sampled_from(sorted(ENCODINGS)))
@@ -184,8 +218,10 @@ def struct_page_arrays(draw):
 @given(case=struct_page_arrays())
 def test_compiled_and_twin_agree(case):
     params, pages, level, first_pfn = case
-    assert (classify(compiled, pages, params, level, first_pfn)
-            == classify(_fastcopy_py, pages, params, level, first_pfn))
+    # struct slab's slab_cache at page.mapping's offset (24, as on 6.1): one of the drawn mappings
+    first = (0xFFFF888000001000,), 24
+    assert (classify_with_slabs(compiled, pages, params, level, first_pfn, *first)
+            == classify_with_slabs(_fastcopy_py, pages, params, level, first_pfn, *first))
 
 
 def test_missing_keys_switch_filters_off_with_a_reason():

@@ -199,7 +199,7 @@ def ranked_spans(pipeline: PagePipeline, classifier: PageClassifier, order: list
         return int.from_bytes(bits, "little")
 
     for cls in order:
-        if not (cls.pfns or cls.slab or cls.rest):
+        if not (cls.pfns or cls.slab or cls.first_slab or cls.rest):
             continue
         downward = cls.piece_pfns > 0
         indexes = range(len(windows) - 1, -1, -1) if downward else range(len(windows))
@@ -214,8 +214,9 @@ def ranked_spans(pipeline: PagePipeline, classifier: PageClassifier, order: list
                 selected = kept & wanted
             else:
                 slab = int.from_bytes(classifier.slab_bitmap(start, end), "little")
-                others = mask(all_explicit, start, end)
-                selected = (slab if cls.slab else kept & ~slab) & ~others
+                first_slab = int.from_bytes(classifier.first_slab_bitmap(start, end), "little")
+                chosen = first_slab if cls.first_slab else slab if cls.slab else ~(slab | first_slab)
+                selected = kept & chosen & ~mask(all_explicit, start, end)
             if not selected:
                 continue
             selected_bytes = selected.to_bytes(len(kept_bytes), "little")

@@ -21,8 +21,10 @@ from ..kernel.page_encoding import (
     CLASS_NAMES,
     COUNT_BAD_ORDER,
     NUM_COUNTS,
+    PARAM_INDEX,
     PageEncoding,
 )
+from ..kernel.slab import FirstSlabCaches, first_slab_caches
 from ..source.vmcore import PhysicalMemory, Vmcore
 
 __all__ = ["DL_ZERO", "MAX_DUMP_LEVEL", "PageClassifier", "PageCounts"]
@@ -30,8 +32,8 @@ __all__ = ["DL_ZERO", "MAX_DUMP_LEVEL", "PageClassifier", "PageCounts"]
 # pfns per classification window: 4 Mi pfns = 512 KiB per bitmap (makedumpfile allows up to
 # 4 MiB of bitmap per cycle). A multiple of the section size, so no window splits a section.
 WINDOW_PFNS = 1 << 22
-# The 2nd bitmaps of the first windows are kept for the page pass, up to this much (the pfns
-# of 128 GiB of 4 KiB pages); past it they are built again from the struct pages, as
+# The bitmaps of the first windows (2nd, slab, first slab) are kept for the page pass, up to
+# this much (the pfns of 42 GiB of 4 KiB pages); past it they are built again from the struct pages, as
 # makedumpfile's cyclic mode does, so memory stays bounded on any machine.
 BITMAP_CACHE_BYTES = 4 << 20
 
@@ -65,7 +67,8 @@ class PageClassifier:
         self._warned: set[str] = set()
         self.mem_map: SectionMemMap | None = None
         self.params: array | None = None
-        self._cached: dict[tuple[int, int], tuple[bytes, bytes]] = {}
+        self.first_slabs: FirstSlabCaches | None = None
+        self._cached: dict[tuple[int, int], tuple[bytes, bytes, bytes]] = {}
         self._cached_bytes = 0
         self._setup_struct_pages(vmcore)
 
@@ -78,7 +81,8 @@ class PageClassifier:
                 self.warn_once(f"no VMCOREINFO: {kept}")
             return
         try:
-            self.mem_map = SectionMemMap(kernel_memory(vmcore), vmcore.vmcoreinfo, vmcore.page_size)
+            kernel = kernel_memory(vmcore)
+            self.mem_map = SectionMemMap(kernel, vmcore.vmcoreinfo, vmcore.page_size)
         except (MemMapError, TranslationError) as e:
             self.warn_once(f"cannot find struct pages ({e}){': ' + kept if kept else ''}")
             return
@@ -87,6 +91,10 @@ class PageClassifier:
             if self.dump_level & bit:
                 self.warn_once(f"dump level bit {bit} not applied: {reason}; those pages are kept")
         self.params = encoding.vector(self.dump_level)
+        compound_head = self.params[PARAM_INDEX["off_compound_head"]]
+        if compound_head >= 0:
+            self.first_slabs = first_slab_caches(kernel, vmcore.vmcoreinfo, self.mem_map, vmcore.page_size,
+                                                 compound_head)
 
     def warn_once(self, message: str) -> None:
         if message not in self._warned:
@@ -110,18 +118,25 @@ class PageClassifier:
         return bytearray(self._classified(start, end, counts)[0])
 
     def slab_bitmap(self, start: int, end: int) -> bytes:
-        """Bit set for each kept pfn in [start, end) that is a slab page (struct page says so);
-        no bit set where struct pages are not read."""
+        """Bit set for each kept pfn in [start, end) that is a slab page (struct page says so)
+        but of none of the first slab caches; no bit set where struct pages are not read."""
         return self._classified(start, end, None)[1]
 
-    def _classified(self, start: int, end: int, counts: PageCounts | None) -> tuple[bytes, bytes]:
+    def first_slab_bitmap(self, start: int, end: int) -> bytes:
+        """Bit set for each kept pfn in [start, end) of a slab of the first slab caches
+        (kernel/slab.py: task structs and what hangs off them)."""
+        return self._classified(start, end, None)[2]
+
+    def _classified(self, start: int, end: int, counts: PageCounts | None) -> tuple[bytes, bytes, bytes]:
         cached = self._cached.get((start, end))
         if cached is not None:
             return cached
         bitmap = self.memory.data_bitmap(start, end)  # only pages whose data the input holds
-        slab = bytearray(len(bitmap))
+        slab, first_slab = bytearray(len(bitmap)), bytearray(len(bitmap))
         if self.mem_map is None or self.params is None:
-            return bytes(bitmap), bytes(slab)
+            return bytes(bitmap), bytes(slab), bytes(first_slab)
+        first = self.first_slabs
+        first_caches, slab_cache_offset = (first.caches, first.slab_cache_offset) if first else (array("Q"), -1)
         class_counts = array("q", bytes(8 * NUM_COUNTS))
         section_pages = self.mem_map.pages_per_section
         for section_start in range(start - start % section_pages, end, section_pages):
@@ -135,7 +150,7 @@ class PageClassifier:
                 continue
             try:
                 fastcopy.classify_pages(pages.view, hi - lo, self.params, bitmap, lo - start, lo, class_counts,
-                                        slab)
+                                        slab, first_slab, first_caches, slab_cache_offset)
             finally:
                 pages.close()
         if class_counts[COUNT_BAD_ORDER]:
@@ -143,8 +158,8 @@ class PageClassifier:
                            f"({class_counts[COUNT_BAD_ORDER]} in window {start:#x})")
         if counts is not None:
             counts.add(class_counts)
-        result = bytes(bitmap), bytes(slab)
-        if self._cached_bytes + 2 * len(bitmap) <= BITMAP_CACHE_BYTES:
+        result = bytes(bitmap), bytes(slab), bytes(first_slab)
+        if self._cached_bytes + 3 * len(bitmap) <= BITMAP_CACHE_BYTES:
             self._cached[(start, end)] = result
-            self._cached_bytes += 2 * len(bitmap)
+            self._cached_bytes += 3 * len(bitmap)
         return result

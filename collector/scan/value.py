@@ -11,11 +11,13 @@ still holds what an analyst reaches for first. The classes, in the order they ar
    units, and what crash reads while it starts (STARTUP_TEXT, STARTUP_DATA) or the stacks
    return into;
 2. kernel data: the image's writable pages (data, bss), and read-only pages after _sdata;
-3. early-boot memory: the top of each memory node;
-4. slab pages (struct page says so): task structs, pids, inodes, most of what commands list;
-5. rodata, from its end down;
-6. kernel text (readers also have it from the debug vmlinux);
-7. every other kept page, in pfn order: the classes before it already hold what the readers
+3. task structs: the slabs of the task_struct cache and of what readers follow from a task
+   (signal, sighand, mm, files, fs, cred; kernel/slab.py finds them by struct slab's cache);
+4. early-boot memory: the top of each memory node;
+5. the other slab pages (struct page says so): pids, inodes, most of what commands list;
+6. rodata, from its end down;
+7. kernel text (readers also have it from the debug vmlinux);
+8. every other kept page, in pfn order: the classes before it already hold what the readers
    need (measured: the same cuts answer with it in pfn order or from the top down), and pfn
    order reads a vmcore file front to back.
 
@@ -23,8 +25,8 @@ Measured with drgn and crash 8.0.2 on cut dumps of the test bed's Debian 6.1 1 G
 README's "Dumps cut short" has the table, tests/test_value_order.py the proof.
 
 Each class is known before the page data is written: the explicit ones from the page tables and
-kallsyms (a few thousand pfns), slab from the classification pass (a bitmap beside the 2nd
-bitmap, bounded like it), the rest is what is left. The writer places each page's descriptor by
+kallsyms (a few thousand pfns), the slab classes from the classification pass (two bitmaps
+beside the 2nd bitmap, bounded like it), the rest is what is left. The writer places each page's descriptor by
 its rank among the kept pages, so no table of the whole dump is held in memory.
 """
 
@@ -34,7 +36,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..kernel import arch, triage
+from ..kernel import arch, pids, triage
 from ..kernel.kallsyms import Kallsyms
 from ..kernel.memory import KernelMemory, TranslationError
 from ..source.vmcore import Vmcore
@@ -44,12 +46,14 @@ RODATA_PIECE_PFNS = 1 << 8
 # What crash 8.0 reads while it starts, before its prompt: the prologues of the functions
 # x86_64_framepointer_init checks, schedule and __schedule whole (x86_64_thread_return_init
 # disassembles them), common_interrupt (x86_64_irq_eframe_link_init), linux_banner (compared
-# with the vmlinux's) and lookup_num_blocks (x86_64_ORC_init). Without any of them it stops:
-# "page incomplete ... framepointer check", "... gdb_readmem_callback", "do not match!".
+# with the vmlinux's), lookup_num_blocks (x86_64_ORC_init), pageflag_names and the strings
+# its entries ({unsigned long mask; const char *name}) point at, and task_state_array (ps).
+# Without the first ones it stops: "page incomplete ... framepointer check", "...
+# gdb_readmem_callback", "do not match!"; without the last ones it warns.
 STARTUP_TEXT = ("sys_open", "sys_fork", "sys_read", "__x64_sys_open", "__x64_sys_fork", "__x64_sys_read",
                 "do_futex", "do_fork", "_do_fork", "sys_write", "vfs_read", "__schedule", "schedule",
                 "thread_return", "common_interrupt", "asm_common_interrupt")
-STARTUP_DATA = ("linux_banner", "lookup_num_blocks")
+STARTUP_DATA = ("linux_banner", "lookup_num_blocks", "pageflag_names", "task_state_array")
 # gdb reads instructions ahead of the range crash asks it to disassemble (measured: up to the
 # second page after it).
 GDB_READ_AHEAD = 0x2000
@@ -62,11 +66,13 @@ MAX_NODES = 1024
 
 @dataclass(frozen=True)
 class PageClass:
-    """One step of the order: explicit pfns (sorted), or the slab pages, or what is left;
-    ``piece_pfns`` > 0: from the top down in pieces of that many pfns (pfn order within)."""
+    """One step of the order: explicit pfns (sorted), or the first slab caches' pages
+    (kernel/slab.py), or the other slab pages, or what is left; ``piece_pfns`` > 0: from the
+    top down in pieces of that many pfns (pfn order within)."""
 
     name: str
     pfns: tuple[int, ...] = ()
+    first_slab: bool = False
     slab: bool = False
     rest: bool = False
     piece_pfns: int = 0
@@ -95,7 +101,8 @@ def page_order(vmcore: Vmcore) -> list[PageClass]:
     except TranslationError:
         pass  # no page tables: the order starts with the slab pages
     if found is None:
-        return [PageClass("slab", slab=True), PageClass("rest", rest=True)]
+        return [PageClass("task structs", first_slab=True), PageClass("slab", slab=True),
+                PageClass("rest", rest=True)]
     taken: set[int] = set()
 
     def claim(pfns: Iterable[int]) -> tuple[int, ...]:
@@ -107,6 +114,7 @@ def page_order(vmcore: Vmcore) -> list[PageClass]:
             # Read-only pages among data and bss (the IDT, made read-only after boot) are data.
             PageClass("kernel data", claim([*found.image_writable,
                                             *(pfn for pfn in found.image_read_only if pfn >= data_start)])),
+            PageClass("task structs", first_slab=True),
             PageClass("early-boot memory", claim(pfn for top in node_tops for pfn in top)),
             PageClass("slab", slab=True),
             PageClass("kernel rodata", claim(found.image_read_only), piece_pfns=RODATA_PIECE_PFNS),
@@ -155,11 +163,10 @@ def _named_pages(vmcore: Vmcore, kernel: KernelMemory, stacks: set[int], text: s
         kallsyms = Kallsyms(kernel, info)
         symbols = kallsyms.addresses(
             ["__start_ro_after_init", "__end_ro_after_init", "__per_cpu_offset", "__per_cpu_start",
-             "__per_cpu_end", "pcpu_unit_size", "_stext", "_etext", "_sdata", *STARTUP_TEXT, *STARTUP_DATA])
-    except TranslationError:
+             "__per_cpu_end", "pcpu_unit_size", "_stext", "_etext", "_sdata", "init_pid_ns", *STARTUP_TEXT,
+             *STARTUP_DATA])
+    except TranslationError:  # none, or one whose addresses do not decode (kernel/kallsyms.py)
         return set(), 1 << 62
-    if symbols.get("_stext", ("", -1, 0))[1] != info.symbols.get("_stext"):
-        return set(), 1 << 62  # a symbol table this code reads wrong (a newer format): not used
     pages: set[int] = set()
 
     def pfns(start: int, end: int) -> set[int]:
@@ -187,7 +194,19 @@ def _named_pages(vmcore: Vmcore, kernel: KernelMemory, stacks: set[int], text: s
         pass
     for name in STARTUP_DATA:
         if name in symbols:
-            pages |= pfns(symbols[name][1], symbols[name][1] + 256)
+            _, start, following = symbols[name]  # to the next symbol, within 256 B to 16 KiB
+            end = min(max(following, start + 256), start + (16 << 10))
+            pages |= pfns(start, end)
+            if name == "pageflag_names":
+                try:
+                    table = kernel.read(start, (end - start) // 16 * 16)
+                except TranslationError:
+                    continue
+                for _, string in struct.iter_unpack("<QQ", table):
+                    if string >= kernel.kernel_space_start:
+                        pages |= pfns(string, string + 32)
+    if "init_pid_ns" in symbols:  # the task list of drgn and crash starts there
+        pages |= pids.pid_tree_pages(kernel, symbols["init_pid_ns"][1], vmcore.page_size)
     if "__per_cpu_offset" in symbols and "__per_cpu_end" in symbols:
         size = symbols["__per_cpu_end"][1] - symbols.get("__per_cpu_start", ("", 0, 0))[1]
         if "pcpu_unit_size" in symbols:  # a CPU's whole unit: the static part and the dynamic
