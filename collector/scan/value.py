@@ -91,11 +91,12 @@ def page_order(vmcore: Vmcore) -> list[PageClass]:
         assert architecture is not None  # kernel_memory raised otherwise
         found = architecture.kernel_pages(kernel)
         stacks: set[int] = set()
-        pointers = [note.registers["rsp"] for note in triage.prstatus_notes(vmcore.notes, vmcore.e_machine)
-                    if note.registers and note.registers.get("rsp", 0) >= kernel.kernel_space_start]
+        sp = architecture.STACK_POINTER
+        pointers = [note.registers[sp] for note in triage.prstatus_notes(vmcore.notes, vmcore.e_machine)
+                    if note.registers and note.registers.get(sp, 0) >= kernel.kernel_space_start]
         for pointer in pointers:
             stacks.update(architecture.stack_pages(kernel, pointer))
-        named, data_start = _named_pages(vmcore, kernel, stacks, set(found.image_text))
+        named, data_start = _named_pages(vmcore, kernel, architecture, stacks, set(found.image_text))
         crash_state = stacks | set(found.tables) | named
         node_tops = _node_tops(vmcore, kernel)
     except TranslationError:
@@ -152,7 +153,8 @@ def _node_tops(vmcore: Vmcore, kernel: KernelMemory) -> list[range]:
     return tops
 
 
-def _named_pages(vmcore: Vmcore, kernel: KernelMemory, stacks: set[int], text: set[int]) -> tuple[set[int], int]:
+def _named_pages(vmcore: Vmcore, kernel: KernelMemory, architecture: arch.Architecture, stacks: set[int],
+                 text: set[int]) -> tuple[set[int], int]:
     """Pages found through the kernel's own symbol table (kernel/kallsyms.py), when VMCOREINFO
     has it and its addresses are plausible: the ro_after_init data (__per_cpu_offset and the
     like), the text crash disassembles at start-up and the text the CPU stacks return into, and
@@ -180,7 +182,9 @@ def _named_pages(vmcore: Vmcore, kernel: KernelMemory, stacks: set[int], text: s
     if "__start_ro_after_init" in symbols and "__end_ro_after_init" in symbols:
         pages |= pfns(symbols["__start_ro_after_init"][1], symbols["__end_ro_after_init"][1])
     if text_start < text_end:  # readers disassemble each function on a stack up to its return address
-        words = (word for pfn in stacks for (word,) in struct.iter_unpack("<Q", vmcore.memory.read(pfn << 12, 4096)))
+        page_size = vmcore.page_size
+        words = (architecture.code_address(word, info) for pfn in stacks
+                 for (word,) in struct.iter_unpack("<Q", vmcore.memory.read(pfn * page_size, page_size)))
         returns = sorted({word for word in words if text_start <= word < text_end})
         for start, address in zip(kallsyms.function_starts(returns), returns):
             pages |= pfns(max(start, address - (64 << 10)), address + GDB_READ_AHEAD) & text
