@@ -65,6 +65,7 @@ class GuestSave:
     dump_level: int
     seconds: float | None  # guest uptime from its start to its exit (TCG: slow, as the guest is)
     collector: str  # arm64_python.collector_hash() of the code that ran
+    initramfs: str  # the name of the initramfs it ran from (its digest: the guest's init)
     console: str  # the console from its start to its exit: its progress and summary lines
 
 
@@ -177,10 +178,11 @@ def _build_initramfs(directory: Path, release: str, target: Path) -> None:
 
 
 def get_vmcore(kernel: str = "6.1", mem_mib: int = 1024, crashkernel_mib: int = 256, cache_mib: int = 48,
-               cpu: str = CPUS[0], timeout: float = 600) -> Vmcore:
+               cpu: str = CPUS[0], timeout: float = 600, current_save: bool = False) -> Vmcore:
     """The vmcore of an arm64 crash with these settings, crashing a guest only if it is not
-    cached (under the test bed's vmcores folder, as the x86_64 ones), or if vmcore-save ran
-    inside its capture kernel with other collector code than the tree's (see guest_save).
+    cached (under the test bed's vmcores folder, as the x86_64 ones); with ``current_save``
+    also if vmcore-save ran inside its capture kernel with other collector code or guest init
+    than the tree's (see guest_save), which callers of the raw copy alone need not wait for.
     ``boot`` in the result is "virt-" and the CPU model."""
     if cpu not in CPUS:
         raise TestbedError(f"cpu must be one of {CPUS}, not {cpu!r}")
@@ -190,7 +192,9 @@ def get_vmcore(kernel: str = "6.1", mem_mib: int = 1024, crashkernel_mib: int = 
            f"-save{GUEST_SAVE_LEVEL}")
     final = assets.cache_dir() / "vmcores" / key
     with assets.locked(f"vmcore-{key}"):
-        if not (final / "meta.json").exists() or _saved_by(final) != arm64_python.collector_hash():
+        saved_by = _saved_by(final)
+        if saved_by is None or current_save and saved_by != (arm64_python.collector_hash(),
+                                                             kernel_assets.initramfs.name):
             _build_vmcore(kernel, kernel_assets, final, mem_mib, crashkernel_mib, cache_mib, cpu, boot, timeout)
         meta = json.loads((final / "meta.json").read_text())
     return Vmcore(**{**meta, "path": final / "vmcore", "console_log": final / "console.log"})
@@ -203,12 +207,16 @@ def guest_save(vmcore: Vmcore) -> GuestSave:
     return GuestSave(**fields, dump_dir=None if dump_dir is None else vmcore.path.parent / dump_dir)
 
 
-def _saved_by(final: Path) -> str | None:
+def _saved_by(final: Path) -> tuple[str | None, str | None] | None:
+    """Which code made the cached crash's guest save; None: no (complete) cached crash."""
     record = final / "guest-save.json"
-    return json.loads(record.read_text())["collector"] if record.exists() else None
+    if not (final / "meta.json").exists() or not record.exists():
+        return None
+    fields = json.loads(record.read_text())
+    return fields.get("collector"), fields.get("initramfs")  # older records lack fields: stale
 
 
-def _guest_save_record(job: Path, collector: str) -> dict[str, object]:
+def _guest_save_record(job: Path, collector: str, initramfs: str) -> dict[str, object]:
     """guest-save.json's fields, from the console's "testbed: vmcore-save" lines and DEST."""
     console = (job / "console.log").read_text(errors="replace")
     started = re.search(r"testbed: vmcore-save starts at ([\d.]+) s\n", console)
@@ -219,6 +227,7 @@ def _guest_save_record(job: Path, collector: str) -> dict[str, object]:
             "dump_level": GUEST_SAVE_LEVEL,
             "seconds": round(float(ended[2]) - float(started[1]), 2) if started and ended else None,
             "collector": collector,
+            "initramfs": initramfs,
             "console": console[started.end():ended.start()] if started and ended else console[-4000:]}
 
 
@@ -256,7 +265,8 @@ def _build_vmcore(kernel: str, kernel_assets: Arm64Kernel, final: Path, mem_mib:
     finally:
         shutil.rmtree(staged)
     subprocess.run(["fallocate", "--dig-holes", str(vmcore)], check=True)
-    (job / "guest-save.json").write_text(json.dumps(_guest_save_record(job, collector), indent=1) + "\n")
+    record = _guest_save_record(job, collector, kernel_assets.initramfs.name)
+    (job / "guest-save.json").write_text(json.dumps(record, indent=1) + "\n")
     meta = Vmcore(path=vmcore, marker=marker, osrelease=kernel_assets.release, kernel=kernel, mem_mib=mem_mib,
                   crashkernel_mib=crashkernel_mib, workload=False, boot=boot, kexec="load", method="kdump",
                   console_log=job / "console.log")

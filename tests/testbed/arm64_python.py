@@ -129,14 +129,11 @@ def collector_hash() -> str:
 
 
 def stage_collector(dest: Path) -> None:
-    """Copy the collector package, its aarch64 scanner and a ``vmcore-save`` script (what pip's
-    entry point would be) into ``dest``, the guest's COLLECTOR_DIR."""
+    """Copy the collector package and its aarch64 scanner into ``dest``, the guest's
+    COLLECTOR_DIR (``python3.11 -m collector`` is vmcore-save)."""
     package = assets.REPO_ROOT / "collector"
     for path in collector_sources()[:-1]:
         target = dest / path.relative_to(package.parent)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
     shutil.copyfile(fastcopy_module(), dest / "collector" / f"_fastcopy{EXT_SUFFIX}")
-    (dest / "vmcore-save").write_text("#!/usr/bin/python3.11\nimport sys\nfrom collector.cli import main\n"
-                                      "sys.exit(main())\n")
-    (dest / "vmcore-save").chmod(0o755)

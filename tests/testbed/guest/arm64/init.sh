@@ -19,8 +19,8 @@ save_in_guest() {
     for dir in proc sys dev job; do mount --bind "/$dir" "$root/$dir"; done
     mount -t tmpfs tmpfs "$root/tmp"
     echo "testbed: vmcore-save starts at $(cut -d' ' -f1 /proc/uptime) s"
-    PYTHONPATH=/opt/vmcore-collector chroot "$root" /usr/bin/python3.11 /opt/vmcore-collector/vmcore-save \
-        /proc/vmcore /job/saved -d "$TESTBED_SAVE_LEVEL"
+    PYTHONPATH=/opt/vmcore-collector chroot "$root" /usr/bin/python3.11 -m collector /proc/vmcore /job/saved \
+        -d "$TESTBED_SAVE_LEVEL"
     echo "testbed: vmcore-save exited $? at $(cut -d' ' -f1 /proc/uptime) s"
     sync
 }
