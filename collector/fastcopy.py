@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 PURE_PYTHON_ENV = "VMCORE_COLLECTOR_PURE_PYTHON"
 
@@ -28,7 +29,12 @@ def _load() -> tuple[ModuleType, bool]:
     return _fastcopy_py, False
 
 
-impl, COMPILED = _load()
+if TYPE_CHECKING:  # both implementations keep _fastcopy.pyi's contract (tests/test_scanner_contract.py)
+    from . import _fastcopy as impl
+
+    COMPILED: bool
+else:
+    impl, COMPILED = _load()
 
 PageEncoder = impl.PageEncoder
 kdump_descs = impl.kdump_descs
