@@ -36,7 +36,9 @@ MODULES = ("virtio_pci", "9pnet_virtio", "9p")
 MAKEDUMPFILE_PACKAGES = ("makedumpfile", "libc6", "zlib1g", "libbz2-1.0", "libdw1", "libelf1", "liblzma5",
                          "liblzo2-2", "libzstd1")
 FIRST_APPEND = "console=ttyAMA0 panic=1 rdinit=/init"
-CAPTURE_APPEND = "console=ttyAMA0 panic=1 rdinit=/init irqpoll nr_cpus=1 reset_devices"
+# loglevel=4: the capture kernel's notices ("random: crng init done") would otherwise land in the
+# middle of vmcore-save's console lines, which tests read.
+CAPTURE_APPEND = "console=ttyAMA0 panic=1 rdinit=/init irqpoll nr_cpus=1 reset_devices loglevel=4"
 # QEMU CPUs: "max" (pauth-impdef: faster under TCG) has 48-bit or wider physical addresses, so
 # the kernel has no room to randomise the linear map (arm64_memblock_init) and PHYS_OFFSET is
 # the start of RAM; the Cortex-A57's 44 bits leave room, and PHYS_OFFSET is below 0 then.
