@@ -19,11 +19,10 @@ a one-thread dump): each copy, and each chunk's pieces joined, took fresh memory
 faults cost the dump's own thread more than the hashing costs the hashing thread (33,500 more
 faults, some 130 ms, on a 100 MiB dump). What is left is the first chunk hashed at the end and
 fresh memory, once, for the bytes held (the first chunk, the chunk being filled): about 10 ms
-whatever the dump's size. So a writer
-must not change a buffer after write_at returns (the Sink contract; the kdump and ELF writers
-hand over a new buffer each time: tests/test_integrity.py checks both); resizing one would
-raise BufferError. A chunk left open with less than half of a write keeps a copy of its part,
-not a hold on the whole buffer.
+whatever the dump's size. So a writer must not change a buffer after write_at returns (the Sink
+contract; the kdump and ELF writers hand over a new buffer each time: tests/test_integrity.py
+checks both); resizing one would raise BufferError. A chunk left open with less than half of a
+write keeps a copy of its part, not a hold on the whole buffer.
 """
 
 from __future__ import annotations
