@@ -224,6 +224,8 @@ def ranked_spans(pipeline: PagePipeline, classifier: PageClassifier, order: list
             starts = range(start, end, piece)
             for piece_start in reversed(starts) if downward else starts:
                 piece_end = min(piece_start + piece, end)
+                if not fastcopy.count_bits(selected_bytes, piece_start - start, piece_end - start):
+                    continue  # nothing of this class here: no rank to count (that is O(window))
                 lo, hi = (piece_start - start) // 8, (piece_end - start + 7) // 8
                 yield from _piece_spans(pipeline, piece_start, piece_end, selected_bytes[lo:hi], kept_bytes[lo:hi],
                                         window_ranks[index] + fastcopy.count_bits(kept_bytes, 0, piece_start - start))
