@@ -33,8 +33,8 @@ __all__ = ["DL_ZERO", "MAX_DUMP_LEVEL", "PageClassifier", "PageCounts"]
 # 4 MiB of bitmap per cycle). A multiple of the section size, so no window splits a section.
 WINDOW_PFNS = 1 << 22
 # The bitmaps of the first windows (2nd, slab, first slab) are kept for the page pass, up to
-# this much (the pfns of 42 GiB of 4 KiB pages); past it they are built again from the struct pages, as
-# makedumpfile's cyclic mode does, so memory stays bounded on any machine.
+# this much (the pfns of 42 GiB of 4 KiB pages); past it they are built again from the struct
+# pages, as makedumpfile's cyclic mode does, so memory stays bounded on any machine.
 BITMAP_CACHE_BYTES = 4 << 20
 
 

@@ -26,8 +26,9 @@ README's "Dumps cut short" has the table, tests/test_value_order.py the proof.
 
 Each class is known before the page data is written: the explicit ones from the page tables and
 kallsyms (a few thousand pfns), the slab classes from the classification pass (two bitmaps
-beside the 2nd bitmap, bounded like it), the rest is what is left. The writer places each page's descriptor by
-its rank among the kept pages, so no table of the whole dump is held in memory.
+beside the 2nd bitmap, bounded like it), the rest is what is left. The writer places each
+page's descriptor by its rank among the kept pages, so no table of the whole dump is held in
+memory.
 """
 
 from __future__ import annotations
