@@ -6,9 +6,10 @@ its reads are taken from a drgn program whose physical memory is this module's r
 dump. Then a copy of the dump keeps only the pages either read (every other descriptor zeroed,
 flagged incomplete, as a cut dump's unwritten pages are) and both readers are asked again.
 
-    python -m benchmarks.reader_pages VMCORE VMLINUX [DUMP_LEVEL]
+    python -m benchmarks.reader_pages VMCORE VMLINUX [DUMP_LEVEL] [--symbols]
 
 VMLINUX is the kernel's debug vmlinux (tests/testbed/assets.py debug_vmlinux). Needs strace.
+--symbols lists each page read of the kernel's image with the symbols that start in it (nm).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from collections import Counter
 from pathlib import Path
 
 from collector.formats.kdump import DISK_DUMP_HEADER, PAGE_DESC, STATUS_INCOMPLETE, KdumpFile
+from collector.kernel.arch import kernel_memory
+from collector.kernel.memory import TranslationError
 from collector.scan.classify import PageClassifier
 from collector.scan.value import page_order
 from collector.source.vmcore import Vmcore
@@ -38,6 +41,8 @@ from drgn.helpers.linux.pid import for_each_task
 from drgn.helpers.linux.printk import get_printk_records
 from drgn.helpers.linux.sched import cpu_curr
 from drgn.helpers.linux.cpumask import for_each_online_cpu
+from collector.kernel.arch import kernel_memory
+from collector.kernel.memory import TranslationError
 from collector.formats.kdump import KdumpFile
 dump = KdumpFile.open(sys.argv[1])
 page_size = dump.page_size
@@ -164,7 +169,35 @@ def classes(vmcore_path: Path, dump_level: int) -> dict[int, str]:
     return named
 
 
+def image_symbols(vmcore_path: Path, vmlinux: Path) -> dict[int, list[str]]:
+    """pfn -> the names of the vmlinux's symbols that hold part of it, for the kernel's image
+    (a symbol runs to the next one's address)."""
+    listing = subprocess.run(["nm", "-n", "--defined-only", str(vmlinux)], capture_output=True, text=True,
+                             check=True).stdout
+    names: dict[int, list[str]] = {}
+    with Vmcore(str(vmcore_path)) as vmcore:
+        kernel = kernel_memory(vmcore)
+        page_size = vmcore.page_size
+        symbols = [(int(fields[0], 16), fields[2]) for fields in map(str.split, listing.splitlines())
+                   if len(fields) >= 3 and int(fields[0], 16) >= kernel.kernel_space_start]
+        frames: dict[int, int | None] = {}
+        for (address, name), (following, _) in zip(symbols, [*symbols[1:], (symbols[-1][0] + 1, "")]):
+            last = max(address, following - 1)
+            for page in range(address - address % page_size, last - last % page_size + 1, page_size):
+                if page not in frames:
+                    try:
+                        frames[page] = kernel.translate(page)[0] // page_size
+                    except TranslationError:
+                        frames[page] = None
+                frame = frames[page]
+                if frame is not None:
+                    names.setdefault(frame, []).append(name)
+    return names
+
+
 def main(argv: list[str]) -> int:
+    show_symbols = "--symbols" in argv
+    argv = [arg for arg in argv if arg != "--symbols"]
     vmcore, vmlinux = Path(argv[0]), Path(argv[1])
     dump_level = int(argv[2]) if len(argv) > 2 else 31
     with tempfile.TemporaryDirectory(prefix="reader-pages-") as scratch_name:
@@ -190,6 +223,15 @@ def main(argv: list[str]) -> int:
                               for reader in ("crash", "drgn"))]
             print(f"{name:36} {counts[name]:7} {totals[name]:10} "
                   + " ".join(f"{n:7} {b:10}" for n, b in read))
+        if show_symbols:
+            symbols = image_symbols(vmcore, vmlinux)
+            for pfn in sorted(reads["crash"] | reads["drgn"]):
+                if pfn in symbols:
+                    who = "".join(reader[0] for reader in ("crash", "drgn") if pfn in reads[reader])
+                    held = symbols[pfn]
+                    more = f" (+{len(held) - 6})" if len(held) > 6 else ""
+                    print(f"{pfn:#x} {named.get(pfn, 'rest'):34} {dump.size.get(pfn, 0):6} {who:2} "
+                          + " ".join(held[:6]) + more)
         # crash reads much of the rest (vmemmap, mm structs) but answers without it (measured).
         needed = {pfn for pfn in reads["crash"] if named.get(pfn, "rest") != "rest"} | reads["drgn"]
         only = scratch / "only.kdump"
