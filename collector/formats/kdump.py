@@ -61,6 +61,10 @@ PAGE_DESC = Record("page_desc", [("offset", "q"), ("size", "I"), ("flags", "I"),
 # Flush page data and the descriptors that point into it after this much data: a target that
 # fills up loses at most this much of what was compressed before the error.
 FLUSH_BYTES = 1 << 20
+# The first page data is the most valuable (scan/value.py): flushed in small pieces, so that a
+# dump cut within its first few MiB (a tenth of a small dump) keeps all but the last 64 KiB.
+FIRST_FLUSH_BYTES = 64 << 10
+FIRST_DATA_BYTES = 4 << 20
 # Errors that end the page pass with an incomplete (still readable) dump.
 TARGET_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EPIPE}
 
@@ -211,6 +215,7 @@ class _PageDataWriter:
                  page_flag: int) -> None:
         self.sink = sink
         self.data_end = data_offset
+        self.first_data_end = data_offset + FIRST_DATA_BYTES
         # Zero pages (only found with dump level bit 1) all point at the one stored zero page.
         self.zero_offset = zero_offset or 0
         self.zero_desc = PAGE_DESC.build(offset=self.zero_offset, size=page_size, flags=0, page_flags=0)
@@ -240,7 +245,8 @@ class _PageDataWriter:
             self._pending_stored += span.count - span.nzero
         self.desc_bytes += span.count * PAGE_DESC.size
         self.pages += span.count
-        if len(self.data) >= FLUSH_BYTES or self.desc_bytes >= FLUSH_BYTES // 16 or len(self.descs) >= 1024:
+        flush_bytes = FIRST_FLUSH_BYTES if self.data_end < self.first_data_end else FLUSH_BYTES
+        if len(self.data) >= flush_bytes or self.desc_bytes >= FLUSH_BYTES // 16 or len(self.descs) >= 1024:
             self.flush()
 
     def flush(self) -> None:

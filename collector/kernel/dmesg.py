@@ -201,6 +201,25 @@ def _u64(buf: bytes, offset: int) -> int:
     return _U64.unpack_from(buf, offset)[0]
 
 
+def log_ranges(read: ReadFn, info: VmcoreInfo) -> list[tuple[int, int]]:
+    """Where the log lies in kernel memory, as (start, end) address ranges: the ringbuffer's
+    struct and its three arrays whole (crash reads all of them), or the structured log_buf;
+    DmesgError (or TranslationError) when it cannot be found."""
+    layout = _Layout(info)
+    if "prb" in info.symbols:
+        ring = _PrintkRingbuffer(read, info)
+        start = ring.address
+        return [(layout.symbol("prb"), layout.symbol("prb") + 8),
+                (start, start + layout.size("printk_ringbuffer")),
+                (ring.descs, ring.descs + ring.count * ring.desc_size),
+                (ring.infos, ring.infos + ring.count * ring.info_size),
+                (ring.text_data, ring.text_data + ring.data_size)]
+    if "log_first_idx" in info.symbols:
+        log = _StructuredLogBuf(read, info)
+        return [(log.buf, log.buf + log.buf_len)]
+    raise DmesgError("VMCOREINFO names no kernel log")
+
+
 class _PrintkRingbuffer:
     """Linux 5.10+: descriptors (state, data block position) and infos (timestamp, text length)
     in two arrays indexed by id modulo their count, text in a ring of data blocks."""
@@ -209,6 +228,7 @@ class _PrintkRingbuffer:
         layout = _Layout(info)
         self.read = read
         rb_addr = _u64(read(layout.symbol("prb"), 8), 0)  # prb is a pointer to the ringbuffer
+        self.address = rb_addr
         rb = read(rb_addr, layout.size("printk_ringbuffer"))
         counter = layout.offset("atomic_long_t.counter")
         desc_ring = layout.offset("printk_ringbuffer.desc_ring")

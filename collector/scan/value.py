@@ -37,7 +37,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..kernel import arch, pids, triage
+from ..kernel import arch, dmesg, pids, triage
 from ..kernel.kallsyms import Kallsyms
 from ..kernel.memory import KernelMemory, TranslationError
 from ..source.vmcore import Vmcore
@@ -50,11 +50,29 @@ RODATA_PIECE_PFNS = 1 << 8
 # with the vmlinux's), lookup_num_blocks (x86_64_ORC_init), pageflag_names and the strings
 # its entries ({unsigned long mask; const char *name}) point at, and task_state_array (ps).
 # Without the first ones it stops: "page incomplete ... framepointer check", "...
-# gdb_readmem_callback", "do not match!"; without the last ones it warns.
+# gdb_readmem_callback", "do not match!"; without the last ones it warns. The strings are
+# not in class 1: they lie on ~60 pages of rodata (110 KB on the 6.1 4 GiB crash), and crash
+# reads them quietly (ROE|QUIET), answering log, bt and ps without them.
 STARTUP_TEXT = ("sys_open", "sys_fork", "sys_read", "__x64_sys_open", "__x64_sys_fork", "__x64_sys_read",
                 "do_futex", "do_fork", "_do_fork", "sys_write", "vfs_read", "__schedule", "schedule",
                 "thread_return", "common_interrupt", "asm_common_interrupt")
-STARTUP_DATA = ("linux_banner", "lookup_num_blocks", "pageflag_names", "task_state_array")
+STARTUP_DATA = ("linux_banner", "lookup_num_blocks", "pageflag_names", "task_state_array",
+                # The kernel data crash 8.0.2 reads before its prompt and for log, bt and ps
+                # (its readmem calls under crash -d 8, those it cannot do without marked FOE),
+                # and what drgn reads for the crashed thread, its tasks and its log
+                # (benchmarks/reader_pages.py), on Debian 6.1: a few bytes each.
+                "__cpu_active_mask", "__cpu_online_mask", "__cpu_possible_mask", "__cpu_present_mask",
+                "__per_cpu_offset", "_totalram_pages", "arch_task_struct_size", "crash_notes", "crashing_cpu",
+                "high_memory", "idt_table", "init_pid_ns", "init_task", "init_uts_ns", "jiffies_64", "kmem_cache",
+                "mem_section", "memory_block_size_probed", "memory_subsys", "modules", "node_data", "node_states",
+                "nr_cpu_ids", "nr_irqs", "nr_swapfiles", "nr_threads", "page_offset_base", "panic_cpu",
+                "pv_info", "shadow_timekeeper", "vmalloc_base", "vmemmap_base", "xen_start_info")
+# x86's ORC unwinder (crash's bt reads it from the dump): a u32 orc_lookup entry per 256 bytes
+# of text from _stext gives the range of the sorted ip table (s32 each) to search, and the
+# orc_entry (6 bytes) of the same index (arch/x86/include/asm/orc_lookup.h, orc_types.h).
+ORC_LOOKUP_BLOCK = 256
+ORC_ENTRY_SIZE = 6
+ORC_SEARCH_MAX = 1 << 12  # entries of one lookup block; more is a damaged table
 # gdb reads instructions ahead of the range crash asks it to disassemble (measured: up to the
 # second page after it).
 GDB_READ_AHEAD = 0x2000
@@ -98,8 +116,8 @@ def page_order(vmcore: Vmcore) -> list[PageClass]:
         for pointer in pointers:
             stacks.update(architecture.stack_pages(kernel, pointer))
         named, data_start = _named_pages(vmcore, kernel, architecture, stacks, set(found.image_text))
-        crash_state = stacks | set(found.tables) | named
-        node_tops = _node_tops(vmcore, kernel)
+        node_tops, node_structs = _node_tops(vmcore, kernel)
+        crash_state = stacks | set(found.tables) | named | node_structs
     except TranslationError:
         pass  # no page tables: the order starts with the slab pages
     if found is None:
@@ -113,10 +131,10 @@ def page_order(vmcore: Vmcore) -> list[PageClass]:
         return tuple(mine)
 
     return [PageClass("page tables, stacks, per-CPU data", claim(crash_state)),
+            PageClass("task structs", first_slab=True),
             # Read-only pages among data and bss (the IDT, made read-only after boot) are data.
             PageClass("kernel data", claim([*found.image_writable,
                                             *(pfn for pfn in found.image_read_only if pfn >= data_start)])),
-            PageClass("task structs", first_slab=True),
             PageClass("early-boot memory", claim(pfn for top in node_tops for pfn in top)),
             PageClass("slab", slab=True),
             PageClass("kernel rodata", claim(found.image_read_only), piece_pfns=RODATA_PIECE_PFNS),
@@ -124,9 +142,10 @@ def page_order(vmcore: Vmcore) -> list[PageClass]:
             PageClass("rest", rest=True)]
 
 
-def _node_tops(vmcore: Vmcore, kernel: KernelMemory) -> list[range]:
+def _node_tops(vmcore: Vmcore, kernel: KernelMemory) -> tuple[list[range], set[int]]:
     """The highest NODE_TOP_BYTES (at most 1/16) of each online memory node, from VMCOREINFO's
-    node_data, node_online_map and pglist_data offsets; none if they are missing."""
+    node_data, node_online_map and pglist_data offsets, and the pages of the nodes' struct
+    pglist_data (crash reads them while it starts); none if they are missing."""
     info = vmcore.vmcoreinfo
     assert info is not None
     try:
@@ -136,14 +155,16 @@ def _node_tops(vmcore: Vmcore, kernel: KernelMemory) -> list[range]:
         online = int.from_bytes(kernel.read(info.symbols["node_online_map"], mask_size), "little")
         node_data = info.symbols["node_data"]
     except (KeyError, TranslationError):
-        return []
+        return [], set()
     top_pages = NODE_TOP_BYTES // vmcore.page_size
-    tops = []
+    pgdat_size = info.sizes.get("pglist_data", spanned_offset + 8)
+    tops, structs = [], set()
     for node in range(min(mask_size * 8, MAX_NODES)):
         if not online >> node & 1:
             continue
         try:
             pgdat = kernel.read_u64(node_data + 8 * node)
+            structs |= kernel.mapped_pfns(pgdat, pgdat + pgdat_size, vmcore.page_size)
             start = kernel.read_u64(pgdat + start_offset)
             spanned = kernel.read_u64(pgdat + spanned_offset)
         except TranslationError:
@@ -151,7 +172,7 @@ def _node_tops(vmcore: Vmcore, kernel: KernelMemory) -> list[range]:
         end = start + spanned
         if 0 < spanned and end <= vmcore.memory.max_mapnr:
             tops.append(range(max(start, end - min(top_pages, spanned // 16)), end))
-    return tops
+    return tops, structs
 
 
 def _named_pages(vmcore: Vmcore, kernel: KernelMemory, architecture: arch.Architecture, stacks: set[int],
@@ -165,9 +186,9 @@ def _named_pages(vmcore: Vmcore, kernel: KernelMemory, architecture: arch.Archit
     try:
         kallsyms = Kallsyms(kernel, info)
         symbols = kallsyms.addresses(
-            ["__start_ro_after_init", "__end_ro_after_init", "__per_cpu_offset", "__per_cpu_start",
-             "__per_cpu_end", "pcpu_unit_size", "_stext", "_etext", "_sdata", "init_pid_ns", *STARTUP_TEXT,
-             *STARTUP_DATA])
+            ["__per_cpu_start",
+             "__per_cpu_end", "pcpu_unit_size", "_stext", "_etext", "_sdata", "init_pid_ns", "orc_lookup",
+             "__start_orc_unwind_ip", "__start_orc_unwind", *STARTUP_TEXT, *STARTUP_DATA])
     except TranslationError:  # none, or one whose addresses do not decode (kernel/kallsyms.py)
         return set(), 1 << 62
     pages: set[int] = set()
@@ -180,8 +201,6 @@ def _named_pages(vmcore: Vmcore, kernel: KernelMemory, architecture: arch.Archit
         if name in symbols:
             _, start, end = symbols[name]
             pages |= pfns(start, min(end, start + (64 << 10)) + GDB_READ_AHEAD) & text
-    if "__start_ro_after_init" in symbols and "__end_ro_after_init" in symbols:
-        pages |= pfns(symbols["__start_ro_after_init"][1], symbols["__end_ro_after_init"][1])
     if text_start < text_end:  # readers disassemble each function on a stack up to its return address
         page_size = vmcore.page_size
         words = (architecture.code_address(word, info) for pfn in stacks
@@ -189,6 +208,7 @@ def _named_pages(vmcore: Vmcore, kernel: KernelMemory, architecture: arch.Archit
         returns = sorted({word for word in words if text_start <= word < text_end})
         for start, address in zip(kallsyms.function_starts(returns), returns):
             pages |= pfns(max(start, address - (64 << 10)), address + GDB_READ_AHEAD) & text
+        pages |= _orc_pages(kernel, symbols, text_start, returns, vmcore.page_size)
     try:  # mem_section's roots: every reader finds struct pages through them
         roots = kernel.read(info.symbols["mem_section"], 8 * info.lengths["mem_section"])
         pages |= pfns(info.symbols["mem_section"], info.symbols["mem_section"] + len(roots))
@@ -199,17 +219,16 @@ def _named_pages(vmcore: Vmcore, kernel: KernelMemory, architecture: arch.Archit
         pass
     for name in STARTUP_DATA:
         if name in symbols:
-            _, start, following = symbols[name]  # to the next symbol, within 256 B to 16 KiB
-            end = min(max(following, start + 256), start + (16 << 10))
+            # To the next symbol, within 256 B to 64 KiB (crash reads __per_cpu_offset whole:
+            # 8 bytes for each of NR_CPUS, 8192 on Debian).
+            _, start, following = symbols[name]
+            end = min(max(following, start + 256), start + (64 << 10))
             pages |= pfns(start, end)
-            if name == "pageflag_names":
-                try:
-                    table = kernel.read(start, (end - start) // 16 * 16)
-                except TranslationError:
-                    continue
-                for _, string in struct.iter_unpack("<QQ", table):
-                    if string >= kernel.kernel_space_start:
-                        pages |= pfns(string, string + 32)
+    try:  # the kernel log whole: crash reads all of its arrays
+        for start, end in dmesg.log_ranges(kernel.read, info):
+            pages |= pfns(start, end)
+    except (dmesg.DmesgError, TranslationError):
+        pass
     if "init_pid_ns" in symbols:  # the task list of drgn and crash starts there
         pages |= pids.pid_tree_pages(kernel, symbols["init_pid_ns"][1], vmcore.page_size)
     if "__per_cpu_offset" in symbols and "__per_cpu_end" in symbols:
@@ -232,3 +251,27 @@ def _named_pages(vmcore: Vmcore, kernel: KernelMemory, architecture: arch.Archit
     if "_sdata" in symbols:
         data_start = min(pfns(symbols["_sdata"][1], symbols["_sdata"][1] + 1), default=data_start)
     return pages, data_start
+
+
+def _orc_pages(kernel: KernelMemory, symbols: dict[str, tuple[str, int, int]], text_start: int,
+               returns: list[int], page_size: int) -> set[int]:
+    """The pages of the ORC tables an unwinder reads for each of ``returns``: its lookup
+    entries, and the ip table and orc entries of the range they give (none without ORC)."""
+    try:
+        lookup, ips, entries = (symbols[name][1] for name in ("orc_lookup", "__start_orc_unwind_ip",
+                                                              "__start_orc_unwind"))
+    except KeyError:
+        return set()
+    pages: set[int] = set()
+    for address in returns:
+        block = lookup + 4 * ((address - text_start) // ORC_LOOKUP_BLOCK)
+        try:
+            first, last = struct.unpack("<II", kernel.read(block, 8))
+        except TranslationError:
+            continue
+        pages |= kernel.mapped_pfns(block, block + 8, page_size)
+        if first <= last < first + ORC_SEARCH_MAX:
+            pages |= kernel.mapped_pfns(ips + 4 * first, ips + 4 * (last + 1), page_size)
+            pages |= kernel.mapped_pfns(entries + ORC_ENTRY_SIZE * first, entries + ORC_ENTRY_SIZE * (last + 1),
+                                        page_size)
+    return pages
