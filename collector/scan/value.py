@@ -5,24 +5,26 @@ page's data. The bitmaps and the descriptor table stay exactly where readers exp
 the data is sent in order of value, so that a dump cut short (full target, lost link, a deadline)
 still holds what an analyst reaches for first. The classes, in the order they are written:
 
-1. page tables, stacks, per-CPU data: the kernel half's page-table pages (every read of the dump
-   goes through them), the THREAD_SIZE stack around each CPU's stack pointer (NT_PRSTATUS),
-   mem_section's roots, and what the kernel's own kallsyms names: ro_after_init data, the per-CPU
-   units, and what crash reads while it starts (STARTUP_TEXT, STARTUP_DATA) or the stacks
-   return into;
-2. kernel data: the image's writable pages (data, bss), and read-only pages after _sdata;
-3. task structs: the slabs of the task_struct cache and of what readers follow from a task
+1. page tables, stacks, per-CPU data: what crash and drgn read to answer log, bt and ps
+   (measured with benchmarks/reader_pages.py and crash -d 8): the kernel half's page-table pages
+   (every read of the dump goes through them), the THREAD_SIZE stack around each CPU's stack
+   pointer (NT_PRSTATUS), mem_section's roots, the kernel log (kernel/dmesg.py finds it), each
+   node's pglist_data, and what the kernel's own kallsyms names: the per-CPU units, the data
+   and text crash reads while it starts (STARTUP_DATA, STARTUP_TEXT), the text the stacks
+   return into and the ORC entries an unwinder looks up for it;
+2. task structs: the slabs of the task_struct cache and of what readers follow from a task
    (signal, sighand, mm, files, fs, cred; kernel/slab.py finds them by struct slab's cache);
+3. kernel data: the image's writable pages (data, bss), and read-only pages after _sdata;
 4. early-boot memory: the top of each memory node;
 5. the other slab pages (struct page says so): pids, inodes, most of what commands list;
-6. rodata, from its end down;
+6. rodata, from its end down (ro_after_init data is at its end);
 7. kernel text (readers also have it from the debug vmlinux);
 8. every other kept page, in pfn order: the classes before it already hold what the readers
    need (measured: the same cuts answer with it in pfn order or from the top down), and pfn
    order reads a vmcore file front to back.
 
-Measured with drgn and crash 8.0.2 on cut dumps of the test bed's Debian 6.1 1 GiB crash: the
-README's "Dumps cut short" has the table, tests/test_value_order.py the proof.
+Measured with drgn and crash 8.0.2 on cut dumps of the test bed's Debian 6.1 1 GiB and 4 GiB
+crashes: the README's "Dumps cut short" has the table, tests/test_value_order.py the proof.
 
 Each class is known before the page data is written: the explicit ones from the page tables and
 kallsyms (a few thousand pfns), the slab classes from the classification pass (two bitmaps
@@ -178,9 +180,10 @@ def _node_tops(vmcore: Vmcore, kernel: KernelMemory) -> tuple[list[range], set[i
 def _named_pages(vmcore: Vmcore, kernel: KernelMemory, architecture: arch.Architecture, stacks: set[int],
                  text: set[int]) -> tuple[set[int], int]:
     """Pages found through the kernel's own symbol table (kernel/kallsyms.py), when VMCOREINFO
-    has it and its addresses are plausible: the ro_after_init data (__per_cpu_offset and the
-    like), the text crash disassembles at start-up and the text the CPU stacks return into, and
-    the per-CPU areas; and the pfn where the image's data starts (_sdata)."""
+    has it and its addresses are plausible: the data readers read (STARTUP_DATA), the kernel
+    log, the text crash disassembles at start-up and the text the CPU stacks return into with
+    its ORC entries, the pid tree and the per-CPU areas; and the pfn where the image's data
+    starts (_sdata)."""
     info = vmcore.vmcoreinfo
     assert info is not None  # kernel_memory needs it
     try:
