@@ -195,3 +195,27 @@ def test_task_struct_slabs_are_told_from_other_slabs_on_every_release(real_vmcor
         first += fastcopy.count_bits(classifier.first_slab_bitmap(start, end), 0, end - start)
         other += fastcopy.count_bits(classifier.slab_bitmap(start, end), 0, end - start)
     assert 100 < first < other / 10, (first, other)
+
+
+@pytest.mark.realkernel
+def test_the_log_goes_first_whole_every_byte_the_log_reader_reads_lies_in_its_ranges(crash_1g):
+    """scan/value.py puts the kernel log in class 1 through dmesg.log_ranges: the ringbuffer's
+    struct and its three arrays, which hold everything --dmesg reads."""
+    from collector.kernel import arch, dmesg
+    from collector.source.vmcore import Vmcore
+
+    vmcore = Vmcore(str(crash_1g.path))
+    assert vmcore.vmcoreinfo is not None
+    kernel = arch.kernel_memory(vmcore)
+    ranges = dmesg.log_ranges(kernel.read, vmcore.vmcoreinfo)
+    reads = []
+
+    def read(address: int, length: int) -> bytes:
+        reads.append((address, length))
+        return kernel.read(address, length)
+
+    entries = dmesg.read_log(read, vmcore.vmcoreinfo)
+    assert len(entries) > 300
+    assert all(any(start <= address and address + length <= end for start, end in ranges)
+               for address, length in reads)
+    assert sum(end - start for start, end in ranges) < 1 << 20  # Debian's 128 KiB log and its arrays
