@@ -189,8 +189,7 @@ def _named_pages(vmcore: Vmcore, kernel: KernelMemory, architecture: arch.Archit
     try:
         kallsyms = Kallsyms(kernel, info)
         symbols = kallsyms.addresses(
-            ["__per_cpu_start",
-             "__per_cpu_end", "pcpu_unit_size", "_stext", "_etext", "_sdata", "init_pid_ns", "orc_lookup",
+            ["__per_cpu_start", "__per_cpu_end", "pcpu_unit_size", "_stext", "_etext", "_sdata", "orc_lookup",
              "__start_orc_unwind_ip", "__start_orc_unwind", *STARTUP_TEXT, *STARTUP_DATA])
     except TranslationError:  # none, or one whose addresses do not decode (kernel/kallsyms.py)
         return set(), 1 << 62
