@@ -9,7 +9,7 @@ flagged incomplete, as a cut dump's unwritten pages are) and both readers are as
     python -m benchmarks.reader_pages VMCORE VMLINUX [DUMP_LEVEL] [--symbols]
 
 VMLINUX is the kernel's debug vmlinux (tests/testbed/assets.py debug_vmlinux). Needs strace.
---symbols lists each page read of the kernel's image with the symbols that start in it (nm).
+--symbols lists each page read of the kernel's image with the symbols that hold part of it (nm).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from collector.kernel.memory import TranslationError
 from collector.scan.classify import PageClassifier
 from collector.scan.value import page_order
 from collector.source.vmcore import Vmcore
-from tests.test_value_order import crash_reads, drgn_reads
+from tests.support.readers import crash_reads, drgn_reads
 
 CRASH_COMMANDS = "log\nbt\nps\nquit\n"
 # drgn without the dump's notes has no crashed thread: each CPU's current task stands for it,
@@ -41,8 +41,6 @@ from drgn.helpers.linux.pid import for_each_task
 from drgn.helpers.linux.printk import get_printk_records
 from drgn.helpers.linux.sched import cpu_curr
 from drgn.helpers.linux.cpumask import for_each_online_cpu
-from collector.kernel.arch import kernel_memory
-from collector.kernel.memory import TranslationError
 from collector.formats.kdump import KdumpFile
 dump = KdumpFile.open(sys.argv[1])
 page_size = dump.page_size
@@ -141,12 +139,9 @@ def drgn_pages(dump: DumpPages, vmlinux: Path) -> set[int]:
 def keep_only(dump: DumpPages, pfns: set[int], out: Path) -> None:
     """A copy of the dump with only ``pfns``' descriptors, flagged incomplete."""
     shutil.copyfile(dump.path, out)
-    status_offset = DISK_DUMP_HEADER.size - 10 * 4  # status is the first of the ten 4-byte fields at its end
+    header = dump.file.header._replace(status=dump.file.header.status | STATUS_INCOMPLETE)
     with out.open("r+b") as file:
-        file.seek(status_offset)
-        status = int.from_bytes(file.read(4), "little")
-        file.seek(status_offset)
-        file.write((status | STATUS_INCOMPLETE).to_bytes(4, "little"))
+        file.write(DISK_DUMP_HEADER.build(**header._asdict()))
         for rank, pfn in enumerate(dump.pfns):
             if pfn not in pfns:
                 file.seek(dump.file.layout.descs_offset + rank * PAGE_DESC.size)
