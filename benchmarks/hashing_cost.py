@@ -1,22 +1,29 @@
 """What the integrity manifest costs a dump, side by side on the same input: the same dump
-written in process twice, once as --output writes it (no manifest) and once through the save
-job's HashingFile with its manifest made at the end, as every dump directory gets it. Both are
-zstd 1 on one thread (issue 14: the hash must not slow a one-thread dump measurably), each with
-a new classifier (bitmaps are cached), into the same scratch file system; the two alternate,
-and each keeps the best of the repetitions (noise only adds). The ratio of their wall times is
-the manifest's cost: the hashing runs on a thread beside the dump (hashlib releases the GIL),
-so it shows in wall time only without a free second CPU, while the process CPU (both threads)
-shows it always. The dump's own thread's CPU is what the hashing costs the dump itself (copies,
-bookkeeping, the chunks hashed at the end), whatever else the machine runs.
+written in process, as --output writes it (no manifest) and through the save job's HashingFile
+with its manifest made at the end, as every dump directory gets it. Both are zstd 1 on one
+thread (issue 14: the hash must not slow a one-thread dump measurably), each with a new
+classifier (bitmaps are cached), into the same scratch file system.
 
-    python -m benchmarks.hashing_cost VMCORE [DUMP_LEVEL [REPEAT]]
+This machine's speed drifts by several percent from one minute to the next, more than the cost
+measured, so each round writes three dumps back to back in a shuffled order: two without the
+hashing and one with it. The cost is the median over the rounds of the hashed dump's time over
+the mean of its round's two plain ones; the two plain ones against each other (A/A) show what
+the same measurement gives where there is no difference: a cost inside their spread is not
+measurable here. The hashing runs on a thread beside the dump (hashlib releases the GIL), so it
+shows in wall time only without a free second CPU, while the process CPU (both threads) shows it
+always; the dump's own thread's CPU is what the hashing costs the dump itself.
+
+    python -m benchmarks.hashing_cost VMCORE [DUMP_LEVEL [ROUNDS]]
 """
 
 from __future__ import annotations
 
+import random
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,40 +46,77 @@ class DumpTime:
 
 
 @dataclass(frozen=True)
+class Round:
+    plain: tuple[DumpTime, DumpTime]  # two dumps without the hashing
+    hashed: DumpTime
+
+    def over_plain(self, value: Callable[[DumpTime], float]) -> float:
+        """The hashed dump's ``value`` over the mean of the plain ones'."""
+        return value(self.hashed) / statistics.fmean(value(plain) for plain in self.plain)
+
+    def added(self, value: Callable[[DumpTime], float]) -> float:
+        return value(self.hashed) - statistics.fmean(value(plain) for plain in self.plain)
+
+
+@dataclass(frozen=True)
 class HashingCost:
     dump_level: int
     dump_bytes: int
-    plain: DumpTime   # without the manifest's hashing: best of the repetitions
-    hashed: DumpTime  # with it, made at the end as the save job does
+    rounds: tuple[Round, ...]
 
     @property
     def ratio(self) -> float:
-        """Wall time with the hashing over wall time without."""
-        return self.hashed.wall_seconds / self.plain.wall_seconds
+        """Median over the rounds: wall time with the hashing over wall time without."""
+        return statistics.median(r.over_plain(lambda t: t.wall_seconds) for r in self.rounds)
+
+    @property
+    def same_ratios(self) -> tuple[float, float]:
+        """The A/A control: the spread (quartiles) of one plain dump's wall time over the other's."""
+        ratios = [r.plain[1].wall_seconds / r.plain[0].wall_seconds for r in self.rounds]
+        quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+        return quartiles[0], quartiles[-1]
+
+    @property
+    def plain(self) -> DumpTime:
+        return _median([t for r in self.rounds for t in r.plain])
+
+    @property
+    def hashed(self) -> DumpTime:
+        return _median([r.hashed for r in self.rounds])
 
     @property
     def cpu_seconds(self) -> float:
-        """CPU the hashing added (negative within noise)."""
-        return self.hashed.cpu_seconds - self.plain.cpu_seconds
+        """CPU the hashing added, median over the rounds (negative within noise)."""
+        return statistics.median(r.added(lambda t: t.cpu_seconds) for r in self.rounds)
 
     @property
     def dump_thread_cpu_seconds(self) -> float:
         """CPU the hashing added to the dump's own thread (negative within noise)."""
-        return self.hashed.dump_thread_cpu_seconds - self.plain.dump_thread_cpu_seconds
+        return statistics.median(r.added(lambda t: t.dump_thread_cpu_seconds) for r in self.rounds)
 
 
-def measure_hashing_cost(vmcore_path: Path, scratch: Path, dump_level: int, repeat: int) -> HashingCost:
-    """Dump ``vmcore_path`` into ``scratch`` ``repeat`` times without and with the hashing,
-    alternating which goes first."""
-    runs: dict[bool, list[DumpTime]] = {False: [], True: []}
+def _median(times: list[DumpTime]) -> DumpTime:
+    return DumpTime(statistics.median(t.wall_seconds for t in times), statistics.median(t.cpu_seconds for t in times),
+                    statistics.median(t.dump_thread_cpu_seconds for t in times))
+
+
+def measure_hashing_cost(vmcore_path: Path, scratch: Path, dump_level: int, rounds: int) -> HashingCost:
+    """Dump ``vmcore_path`` into ``scratch``: ``rounds`` rounds of two plain dumps and a hashed
+    one, in a shuffled order each (after one untimed dump)."""
+    shuffle = random.Random(dump_level).shuffle
+    done = []
     size = 0
+    path = scratch / "hashing-cost.kdump"
     with Vmcore(str(vmcore_path)) as vmcore:
-        for repetition in range(repeat):
-            for hashing in (False, True) if repetition % 2 == 0 else (True, False):
-                dump_time, size = _dump(vmcore, dump_level, scratch / "hashing-cost.kdump", hashing)
-                runs[hashing].append(dump_time)
-    best = {hashing: min(times, key=lambda t: t.wall_seconds) for hashing, times in runs.items()}
-    return HashingCost(dump_level, size, best[False], best[True])
+        _dump(vmcore, dump_level, path, False)
+        for _ in range(rounds):
+            order = [0, 1, 2]  # 2: the hashed one
+            shuffle(order)
+            times: dict[int, DumpTime] = {}
+            for which in order:
+                times[which], size = _dump(vmcore, dump_level, path, which == 2)
+            done.append(Round((times[0], times[1]), times[2]))
+    return HashingCost(dump_level, size, tuple(done))
 
 
 def _dump(vmcore: Vmcore, dump_level: int, path: Path, hashing: bool) -> tuple[DumpTime, int]:
@@ -100,11 +144,11 @@ def _dump(vmcore: Vmcore, dump_level: int, path: Path, hashing: bool) -> tuple[D
 
 
 if __name__ == "__main__":
-    level, repeat = (int(sys.argv[2]) if len(sys.argv) > 2 else 31), (int(sys.argv[3]) if len(sys.argv) > 3 else 5)
+    level, rounds = (int(sys.argv[2]) if len(sys.argv) > 2 else 31), (int(sys.argv[3]) if len(sys.argv) > 3 else 9)
     with tempfile.TemporaryDirectory(prefix="vmcore-bench-", dir="/dev/shm") as directory:
-        cost = measure_hashing_cost(Path(sys.argv[1]), Path(directory), level, repeat)
-    print(f"-d {level}, {cost.dump_bytes / 2**20:.1f} MiB dump: {cost.plain.wall_seconds:.2f} s without the "
-          f"manifest's hashing, {cost.hashed.wall_seconds:.2f} s with it ({cost.ratio:.3f}x); CPU "
-          f"{cost.plain.cpu_seconds:.2f} / {cost.hashed.cpu_seconds:.2f} s ({cost.cpu_seconds:+.2f} s), the dump's "
-          f"thread {cost.plain.dump_thread_cpu_seconds:.3f} / {cost.hashed.dump_thread_cpu_seconds:.3f} s "
-          f"({cost.dump_thread_cpu_seconds:+.3f} s)")
+        cost = measure_hashing_cost(Path(sys.argv[1]), Path(directory), level, rounds)
+    low, high = cost.same_ratios
+    print(f"-d {level}, {cost.dump_bytes / 2**20:.1f} MiB dump, {rounds} rounds: {cost.plain.wall_seconds:.2f} s "
+          f"without the manifest's hashing, {cost.hashed.wall_seconds:.2f} s with it (medians); with / without "
+          f"{cost.ratio:.3f}x (median of the rounds; without / without: {low:.3f}-{high:.3f}x, quartiles); CPU "
+          f"{cost.cpu_seconds:+.3f} s, the dump's thread {cost.dump_thread_cpu_seconds:+.3f} s")

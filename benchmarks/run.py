@@ -189,9 +189,10 @@ def _hashing_costs(bench_input: BenchInput, scratch: Path, repeat: int, results:
         warm(bench_input)
         cost = measure_hashing_cost(bench_input.path, scratch, dump_level, repeat)
         results.hashing[bench_input.name, dump_level] = cost
+        low, high = cost.same_ratios
         _log(f"{bench_input.name}: -d {dump_level} without / with the manifest's hashing: "
-             f"{cost.plain.wall_seconds:.2f} / {cost.hashed.wall_seconds:.2f} s ({cost.ratio:.3f}x), "
-             f"CPU {cost.cpu_seconds:+.2f} s")
+             f"{cost.plain.wall_seconds:.2f} / {cost.hashed.wall_seconds:.2f} s ({cost.ratio:.3f}x; A/A "
+             f"{low:.3f}-{high:.3f}x), CPU {cost.cpu_seconds:+.2f} s")
 
 
 class OtherCpu:
@@ -291,8 +292,9 @@ def _setup_notes(repeat: int, scratch: Path) -> list[str]:
         "runs, best of as many repetitions as timed runs.",
         f"- Integrity manifest's cost: in process, after the compression costs, the same one-thread zstd 1 dump "
         f"written to {scratch} without the manifest's hashing (as --output writes it) and with it (the save "
-        "job's HashingFile, the manifest made at the end, as in every dump directory), the two alternating, "
-        "best of as many repetitions each as timed runs; CPU: the process's, the hashing thread's included.",
+        "job's HashingFile, the manifest made at the end, as in every dump directory): as many rounds as timed "
+        "runs, each two dumps without and one with in a shuffled order; medians of the rounds, and the two "
+        "without against each other (A/A) for the noise; CPU: the process's, the hashing thread's included.",
     ]
 
 

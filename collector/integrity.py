@@ -2,38 +2,41 @@
 lands (``vmcore-save --verify``).
 
 The save job wraps the target's file in a HashingFile (formats and targets know nothing of it).
-The manifest (``<dump>.manifest.json`` beside the dump, renamed with it) holds the SHA-256 of
-each CHUNK_SIZE chunk of the final file, a root hash over them, the file's size and whether the
-dump is complete. A check then names the first damaged chunk, not only "the file differs".
+The manifest (``<dump>.manifest.json`` beside the dump, renamed with it) holds a digest of each
+CHUNK_SIZE chunk of the final file, a root hash over them, the file's size and whether the dump
+is complete. A chunk's digest is the SHA-256 of the SHA-256 digests of its BLOCK_SIZE blocks in
+order. A check then names the first damaged chunk, not only "the file differs".
 
-Writers write at any offsets, and rewrite their header at the end. A chunk is hashed once every
-byte of it is written (on a thread beside the dump: hashlib releases the GIL); until then only
-the bytes written are kept, as sparse extents, so memory is the sequential streams' current
-chunks plus what was written out of order, never the dump. The first chunk (the header) and
-chunks with holes (zeros in the file) are hashed when the manifest is made. A chunk whose
-content is not known is recorded as null and not checked: a write there failed, or came after
-the chunk was hashed.
+Writers write at any offsets, and rewrite their header at the end. The dump's own thread only
+hands each write's buffer (a view, not a copy) to a hashing thread, in batches; everything else
+happens there (issue 14: the hash must not slow a one-thread dump). A block is hashed once every
+byte of it is written (hashlib releases the GIL); until then only the bytes written are kept,
+as sparse extents, so memory is the sequential streams' current blocks plus what was written
+out of order (the descriptors of the pages the value order sends first), never the dump; past
+HOLD_BYTES of those, the chunk holding most of them is given up (not checked) rather than
+memory grown. The file's first block (the headers written again at the end) and blocks with
+holes (zeros in the file) are hashed when the manifest is made, so the dump's end waits for
+about one block's hashing whatever the dump's size (with whole 4 MiB chunks it was the first
+chunk and the last one, some 6 ms). A chunk whose content is not known is recorded as null and
+not checked: a write there failed, or came after a block of it was hashed.
 
-The extents are views of the writers' own buffers, not copies (issue 14: the hash must not slow
-a one-thread dump): each copy, and each chunk's pieces joined, took fresh memory, and its page
-faults cost the dump's own thread more than the hashing costs the hashing thread (33,500 more
-faults, some 130 ms, on a 100 MiB dump). What is left is the first chunk hashed at the end and
-fresh memory, once, for the bytes held (the first chunk, the chunk being filled): about 10 ms
-whatever the dump's size. So a writer must not change a buffer after write_at returns (the Sink
-contract; the kdump and ELF writers hand over a new buffer each time: tests/test_integrity.py
-checks both); resizing one would raise BufferError. A chunk left open with less than half of a
-write keeps a copy of its part, not a hold on the whole buffer.
+So a writer must not change a buffer after write_at returns (the Sink contract; the kdump and
+ELF writers hand over a new buffer each time: tests/test_integrity.py checks both); resizing
+one would raise BufferError. A block left open with less than half of a write keeps a copy of
+its part, not a hold on the whole buffer.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import queue
+import threading
 from bisect import bisect_left, bisect_right
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,10 +44,22 @@ from .errors import CollectorError
 from .targets import Target, TargetFile
 
 CHUNK_SIZE = 4 << 20
+# Each block is one hashlib call, which gives up the GIL and takes it back: 64 KiB blocks, 16
+# times as many, made the dump's own thread wait for it measurably (issue 14).
+BLOCK_SIZE = 1 << 20
 MANIFEST_SUFFIX = ".manifest.json"
-KIND, VERSION, HASH = "vmcore-collector manifest", 1, "sha256"
-# Chunks handed to the hashing thread and not yet hashed: the dump waits beyond that.
-HASH_AHEAD = 2
+KIND, VERSION, HASH = "vmcore-collector manifest", 2, "sha256 of sha256 blocks"
+# Bytes handed to the hashing thread and not yet taken in: the dump waits beyond that.
+HASH_AHEAD = 8 << 20
+# Writes are handed over in batches of this many bytes or writes (each batch wakes the thread).
+BATCH_BYTES, BATCH_WRITES = 1 << 20, 64
+# The blocks within this many bytes of the file's start are hashed when the manifest is made:
+# the kdump writer rewrites its header (at 0) and sub-header (one page on, up to 64 KiB pages).
+HEAD_BYTES = 128 << 10
+# Bytes kept for blocks not yet wholly written (with a piece's own cost, PIECE_BYTES): past
+# this, the chunk that holds most of them is given up (a capture kernel may have 128 MiB).
+HOLD_BYTES = 32 << 20
+PIECE_BYTES = 200
 # When a write fails, the writes before it within this many bytes may not have reached the
 # target either (an SFTP target acknowledges up to 4 MiB later): their chunks are not checked.
 UNSURE_BYTES = 8 << 20
@@ -61,20 +76,31 @@ def _digest(data: Buffer) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _digest_parts(parts: list[Buffer]) -> str:
+def _digest_parts(parts: list[Buffer]) -> bytes:
     """The SHA-256 of the parts one after the other, without joining them."""
     digest = hashlib.sha256()
     for part in parts:
         digest.update(part)
-    return digest.hexdigest()
+    return digest.digest()
+
+
+@functools.cache
+def _zeros_digest(length: int) -> bytes:
+    return hashlib.sha256(bytes(length)).digest()
+
+
+def chunk_digest(block_digests: list[bytes]) -> str:
+    """A chunk's digest: the SHA-256 of its blocks' SHA-256 digests, in order."""
+    return _digest(b"".join(block_digests))
 
 
 @dataclass(frozen=True)
 class Manifest:
     size: int                        # bytes the dump file holds
     complete: bool                   # the dump is complete (else cut short, flagged incomplete)
-    chunks: tuple[str | None, ...]   # SHA-256 of each chunk; None: not known, not checked
+    chunks: tuple[str | None, ...]   # digest of each chunk (chunk_digest); None: not known, not checked
     chunk_size: int = CHUNK_SIZE
+    block_size: int = BLOCK_SIZE
 
     @property
     def root(self) -> str:
@@ -84,7 +110,8 @@ class Manifest:
     def to_json(self) -> bytes:
         """One chunk per line, so that two manifests compare with diff."""
         head = {"manifest": KIND, "version": VERSION, "hash": HASH, "complete": self.complete,
-                "size": self.size, "chunk_size": self.chunk_size, "root": self.root}
+                "size": self.size, "chunk_size": self.chunk_size, "block_size": self.block_size,
+                "root": self.root}
         chunks = ",\n".join(f"  {json.dumps(chunk)}" for chunk in self.chunks)
         return (json.dumps(head)[:-1] + f',\n "chunks": [\n{chunks}\n ]}}\n').encode()
 
@@ -103,10 +130,10 @@ class Manifest:
                                  f"version {VERSION} with {HASH}")
             manifest = cls(int(fields["size"]), bool(fields["complete"]),
                            tuple(None if chunk is None else str(chunk) for chunk in fields["chunks"]),
-                           int(fields["chunk_size"]))
-            if manifest.chunk_size <= 0 or any(chunk is not None and len(bytes.fromhex(chunk)) != 32
-                                               for chunk in manifest.chunks):
-                raise ValueError("chunk size or chunk hashes malformed")
+                           int(fields["chunk_size"]), int(fields["block_size"]))
+            if (manifest.block_size <= 0 or manifest.chunk_size <= 0 or manifest.chunk_size % manifest.block_size
+                    or any(chunk is not None and len(bytes.fromhex(chunk)) != 32 for chunk in manifest.chunks)):
+                raise ValueError("chunk size, block size or chunk hashes malformed")
         except (ValueError, KeyError, TypeError) as e:
             raise CollectorError(f"{name} is not a manifest this tool can read ({e})") from None
         if fields.get("root") != manifest.root:
@@ -127,7 +154,7 @@ def manifest_bound(dump_size_bound: int) -> int:
 
 
 class _Extents:
-    """The bytes written so far into one chunk: sorted, non-overlapping (start, data) pieces,
+    """The bytes written so far into one block: sorted, non-overlapping (start, data) pieces,
     a later write replacing what it overlaps. Pieces are views (module docstring)."""
 
     def __init__(self) -> None:
@@ -156,8 +183,13 @@ class _Extents:
         self.pieces[lo:hi] = pieces
         self.covered += sum(len(piece) for piece in pieces)
 
+    @property
+    def held(self) -> int:
+        """What keeping these pieces costs, about."""
+        return self.covered + PIECE_BYTES * len(self.pieces)
+
     def parts(self, length: int) -> list[Buffer]:
-        """The chunk's first ``length`` bytes in order, zeros where nothing was written."""
+        """The block's first ``length`` bytes in order, zeros where nothing was written."""
         parts: list[Buffer] = []
         at = 0
         for start, piece in zip(self.starts, self.pieces, strict=True):
@@ -172,33 +204,172 @@ class _Extents:
         return parts
 
 
+class _Hashes:
+    """What the hashing thread knows of the file: the blocks hashed, the blocks still open, the
+    chunks done and those whose content is not known. Only that thread touches it, until the
+    manifest is made."""
+
+    def __init__(self, chunk_size: int, block_size: int, head_bytes: int, hold_bytes: int) -> None:
+        self.chunk_size, self.block_size = chunk_size, block_size
+        self.blocks_per_chunk = chunk_size // block_size
+        self.head_blocks = -(-head_bytes // block_size)
+        self.hold_bytes = hold_bytes
+        self.size = 0          # end of the furthest write that succeeded
+        self.unsure_end = 0    # end of the furthest write that failed
+        self.open: dict[int, _Extents] = {}                  # block -> what is written of it
+        self.held: dict[int, int] = {}                       # chunk -> what its open blocks hold
+        self.holding = 0                                     # all of those
+        self.digests: dict[int, list[bytes | None]] = {}     # chunk -> its blocks' digests so far
+        self.done: dict[int, str] = {}                       # chunk -> its digest
+        self.unknown: set[int] = set()
+        # Chunks written within the last UNSURE_BYTES written, oldest first: chunk -> bytes
+        # written (the clock) when it was last written to.
+        self.recent: OrderedDict[int, int] = OrderedDict()
+        self.clock = 0
+
+    def take(self, offset: int, view: memoryview) -> None:
+        end = offset + len(view)
+        self.size = max(self.size, end)
+        self.clock += len(view)
+        cs, bs = self.chunk_size, self.block_size
+        for chunk in range(offset // cs, -(-end // cs)):
+            self.recent[chunk] = self.clock
+            self.recent.move_to_end(chunk)
+        while next(iter(self.recent.values())) < self.clock - UNSURE_BYTES:
+            self.recent.popitem(last=False)
+        bpc = self.blocks_per_chunk
+        for chunk in range(offset // cs, -(-end // cs)):
+            if chunk in self.unknown:
+                continue
+            first, last = max(offset // bs, chunk * bpc), min(-(-end // bs), (chunk + 1) * bpc)
+            digests = self._digests(chunk)
+            if chunk in self.done or digests[first - chunk * bpc:last - chunk * bpc].count(None) != last - first:
+                self._give_up({chunk})  # rewritten after it was hashed: its content is not known
+                continue
+            # The blocks this write covers whole are hashed from it at once (what was written
+            # of them before is replaced), the others (edges, the head) kept as extents.
+            whole_first, whole_last = max(-(-offset // bs), self.head_blocks, first), min(end // bs, last)
+            if whole_first < whole_last:
+                if self.held.get(chunk):
+                    for block in range(whole_first, whole_last):
+                        if (extents := self.open.pop(block, None)) is not None:
+                            self._hold(chunk, -extents.held)
+                digests[whole_first - chunk * bpc:whole_last - chunk * bpc] = [
+                    hashlib.sha256(view[at - offset:at - offset + bs]).digest()
+                    for at in range(whole_first * bs, whole_last * bs, bs)]
+            for block in (*range(first, min(whole_first, last)), *range(max(whole_last, whole_first, first), last)):
+                start = block * bs
+                lo, hi = max(offset, start), min(end, start + bs)
+                piece = view[lo - offset:hi - offset]
+                extents = self.open.get(block)
+                if extents is None:
+                    extents = self.open[block] = _Extents()
+                held = extents.held
+                extents.put(lo - start, piece)
+                if extents.covered == bs and block >= self.head_blocks:
+                    del self.open[block]
+                    self._hold(chunk, -held)
+                    digests[block - chunk * bpc] = _digest_parts(extents.pieces)
+                    continue
+                if 2 * len(piece) < len(view):  # left open with a small part of a large write: a copy
+                    extents.put(lo - start, bytes(piece))  # (module docstring)
+                self._hold(chunk, extents.held - held)
+            if None not in digests:
+                self.done[chunk] = chunk_digest([digest for digest in digests if digest is not None])
+                del self.digests[chunk]
+        if self.holding > self.hold_bytes:
+            self._give_up({max(self.held, key=self.held.__getitem__)})
+
+    def failed(self, offset: int, end: int) -> None:
+        """What a failed write or sync (offset -1: at the end of what was written) makes
+        unknown: its own bytes and those of the writes just before it."""
+        if offset < 0:
+            offset = end = self.size
+        self.unsure_end = max(self.unsure_end, end)
+        cs = self.chunk_size
+        self._give_up({*self.recent, *range(offset // cs, max(offset // cs + 1, -(-end // cs)))})
+
+    def _hold(self, chunk: int, change: int) -> None:
+        self.held[chunk] = self.held.get(chunk, 0) + change
+        self.holding += change
+
+    def _digests(self, chunk: int) -> list[bytes | None]:
+        digests = self.digests.get(chunk)
+        if digests is None:
+            digests = self.digests[chunk] = [None] * self.blocks_per_chunk
+        return digests
+
+    def _give_up(self, chunks: set[int]) -> None:
+        self.unknown |= chunks
+        for chunk in chunks:
+            self.done.pop(chunk, None)
+            self.digests.pop(chunk, None)
+            held = self.held.pop(chunk, None)
+            if held is not None:
+                self.holding -= held
+                first = chunk * self.blocks_per_chunk
+                for block in range(first, first + self.blocks_per_chunk):
+                    self.open.pop(block, None)
+
+    def manifest(self, complete: bool) -> Manifest:
+        cs, bs = self.chunk_size, self.block_size
+        chunks: list[str | None] = []
+        for chunk in range(-(-max(self.size, self.unsure_end) // cs)):
+            start = chunk * cs
+            if chunk in self.unknown or start >= self.size:
+                chunks.append(None)
+            elif chunk in self.done:
+                chunks.append(self.done[chunk])
+            else:
+                length = min(cs, self.size - start)
+                digests = self.digests.get(chunk, [None] * self.blocks_per_chunk)
+                chunks.append(chunk_digest([
+                    digest if (digest := digests[index]) is not None
+                    else self._open_block_digest(chunk * self.blocks_per_chunk + index, min(bs, length - index * bs))
+                    for index in range(-(-length // bs))]))
+        return Manifest(self.size, complete, tuple(chunks), cs, bs)
+
+    def _open_block_digest(self, block: int, length: int) -> bytes:
+        """The digest of a block not hashed yet: its first ``length`` bytes, zeros where
+        nothing was written."""
+        extents = self.open.get(block)
+        return _zeros_digest(length) if extents is None else _digest_parts(extents.parts(length))
+
+
 class HashingFile:
     """A TargetFile that hashes what is written through it (module docstring); ``manifest()``
     says what the file holds. Writes that fail are not taken for content."""
 
-    def __init__(self, file: TargetFile, chunk_size: int = CHUNK_SIZE) -> None:
+    def __init__(self, file: TargetFile, chunk_size: int = CHUNK_SIZE, block_size: int = BLOCK_SIZE,
+                 head_bytes: int = HEAD_BYTES, hold_bytes: int = HOLD_BYTES) -> None:
         self.file = file
-        self.chunk_size = chunk_size
-        self.size = 0          # end of the furthest write that succeeded
-        self._unsure_end = 0   # end of the furthest write that failed
-        self._open: dict[int, _Extents] = {}
-        self._hashed: dict[int, Future[str]] = {}
-        self._unknown: set[int] = set()
-        self._queue: deque[Future[str]] = deque()
-        # Chunks written within the last UNSURE_BYTES written, oldest first: chunk -> bytes
-        # written (the clock) when it was last written to.
-        self._recent: OrderedDict[int, int] = OrderedDict()
-        self._clock = 0
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="hash")
+        self._hashes = _Hashes(chunk_size, block_size, head_bytes, hold_bytes)
+        # Writes go to the hashing thread in batches (each wakes it): (offset, end, view) each,
+        # view None for a write that failed; None: no more writes.
+        self._batch: list[tuple[int, int, memoryview | None]] = []
+        self._batch_bytes = 0
+        self._batches: queue.SimpleQueue[list[tuple[int, int, memoryview | None]] | None] = queue.SimpleQueue()
+        self._sent = 0    # bytes handed to the hashing thread
+        self._taken = 0   # of those, bytes it has taken in
+        self._room = threading.Condition()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="hash", daemon=True)
+        self._thread.start()
 
     def write_at(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data).cast("B")
         try:
             self.file.write_at(offset, data)
         except OSError:
-            self._failed(offset, offset + len(view))
+            self._batch.append((offset, offset + len(view), None))
+            self._hand_over()
             raise
-        self._take(offset, view)
+        if not view:  # writes nothing, not even the file's size
+            return
+        self._batch.append((offset, offset + len(view), view))
+        self._batch_bytes += len(view)
+        if self._batch_bytes >= BATCH_BYTES or len(self._batch) >= BATCH_WRITES:
+            self._hand_over()
 
     def reserve(self, offset: int, length: int) -> None:
         """Space reserved reads as zeros: it changes no byte the manifest covers (--verify
@@ -209,77 +380,56 @@ class HashingFile:
         try:
             self.file.sync()
         except OSError:
-            self._failed(self.size, self.size)
+            self._batch.append((-1, -1, None))
             raise
+        finally:
+            self._hand_over()
 
     def close(self) -> None:
-        """Close the file; the chunks queued for hashing are hashed (manifest() still works)."""
+        """Close the file; the writes handed over are hashed (manifest() still works)."""
         try:
             self.file.close()
         finally:
-            self._pool.shutdown(wait=True)
-
-    def _take(self, offset: int, view: memoryview) -> None:
-        if not view:  # writes nothing, not even the file's size
-            return
-        end = offset + len(view)
-        self.size = max(self.size, end)
-        self._clock += len(view)
-        cs = self.chunk_size
-        for index in range(offset // cs, -(-end // cs)):
-            self._recent[index] = self._clock
-            self._recent.move_to_end(index)
-        while next(iter(self._recent.values())) < self._clock - UNSURE_BYTES:
-            self._recent.popitem(last=False)
-        for index in range(offset // cs, -(-end // cs)):
-            start = index * cs
-            piece = view[max(offset, start) - offset:min(end, start + cs) - offset]
-            if index in self._hashed or index in self._unknown:
-                self._unknown.add(index)  # rewritten after it was hashed: its content is not known
-                continue
-            extents = self._open.get(index)
-            if extents is None:
-                extents = self._open[index] = _Extents()
-            extents.put(max(offset, start) - start, piece)
-            # The first chunk holds the header, which formats write again at the end.
-            if extents.covered == cs and index != 0:
-                self._hash(index, extents.pieces)
-            elif 2 * len(piece) < len(view):  # left open with a small part of a large write: a copy
-                extents.put(max(offset, start) - start, bytes(piece))  # (module docstring)
-
-    def _hash(self, index: int, parts: list[Buffer]) -> None:
-        del self._open[index]
-        while len(self._queue) >= HASH_AHEAD:
-            self._queue.popleft().result()
-        future = self._pool.submit(_digest_parts, parts)
-        self._hashed[index] = future
-        self._queue.append(future)
-
-    def _failed(self, offset: int, end: int) -> None:
-        """What a failed write or sync makes unknown: its own bytes and those of the writes
-        just before it."""
-        self._unsure_end = max(self._unsure_end, end)
-        cs = self.chunk_size
-        unknown = {*self._recent, *range(offset // cs, max(offset // cs + 1, -(-end // cs)))}
-        self._unknown |= unknown
-        for index in unknown:
-            self._open.pop(index, None)
+            self._finish()
 
     def manifest(self, complete: bool) -> Manifest:
-        """What the file holds now; call after the last write."""
-        cs = self.chunk_size
-        chunks: list[str | None] = []
-        for index in range(-(-max(self.size, self._unsure_end) // cs)):
-            start = index * cs
-            if index in self._unknown or start >= self.size:
-                chunks.append(None)
-            elif index in self._hashed:
-                chunks.append(self._hashed[index].result())
-            else:
-                length = min(cs, self.size - start)
-                extents = self._open.get(index)
-                chunks.append(_digest(bytes(length)) if extents is None else _digest_parts(extents.parts(length)))
-        return Manifest(self.size, complete, tuple(chunks), cs)
+        """What the file holds now; call after the last write. CollectorError if the hashing
+        failed (the dump does not: it is only not checkable)."""
+        self._finish()
+        if self._error is not None:
+            raise CollectorError(f"hashing the dump failed ({type(self._error).__name__}: {self._error})")
+        return self._hashes.manifest(complete)
+
+    def _hand_over(self) -> None:
+        if not self._batch:
+            return
+        self._batches.put(self._batch)
+        self._sent += self._batch_bytes
+        self._batch, self._batch_bytes = [], 0
+        if self._sent - self._taken > HASH_AHEAD:
+            with self._room:
+                while self._sent - self._taken > HASH_AHEAD:
+                    self._room.wait()
+
+    def _finish(self) -> None:
+        if self._thread.is_alive():
+            self._hand_over()
+            self._batches.put(None)
+            self._thread.join()
+
+    def _run(self) -> None:
+        while (batch := self._batches.get()) is not None:
+            taken = 0
+            for offset, end, view in batch:
+                try:
+                    if self._error is None:
+                        self._hashes.take(offset, view) if view is not None else self._hashes.failed(offset, end)
+                except BaseException as e:  # raised by manifest(); the dump goes on
+                    self._error = e
+                taken += 0 if view is None else len(view)
+            with self._room:
+                self._taken += taken
+                self._room.notify()
 
 
 def manifest_path(dump_path: str) -> str:
@@ -303,13 +453,15 @@ class ManifestFile:
         self.file = self.target.create(self.path)
         self.file.write_at(0, PENDING.ljust(manifest_bound(dump_size_bound), b" "))
 
-    def write(self, manifest: Manifest, dump_error: str | None = None) -> bool:
-        """Write, sync and close the manifest (under the dump's incomplete name); whether it is.
-        After the dump itself failed on the target (``dump_error``), a manifest that cannot be
-        written either is not one more warning: the dump's INCOMPLETE line names the cause."""
-        return self._try("writing", self._write, manifest, quiet=dump_error is not None)
+    def write(self, hashed: HashingFile, complete: bool, dump_error: str | None = None) -> bool:
+        """Write, sync and close the manifest of the dump written through ``hashed`` (under
+        the dump's incomplete name); whether it is. After the dump itself failed on the target
+        (``dump_error``), a manifest that cannot be written either is not one more warning: the
+        dump's INCOMPLETE line names the cause."""
+        return self._try("writing", self._write, hashed, complete, quiet=dump_error is not None)
 
-    def _write(self, manifest: Manifest) -> None:
+    def _write(self, hashed: HashingFile, complete: bool) -> None:
+        manifest = hashed.manifest(complete)
         file, self.file = self.file or self.target.create(self.path), None
         try:
             file.write_at(0, manifest.to_json())  # over the placeholder, which is longer: trailing spaces
@@ -421,7 +573,7 @@ def _check(dump: str, manifest: Manifest) -> int:
             if length < end and index > last_unknown:
                 raise _Damaged(f"{dump} is DAMAGED: bytes {max(start, length)}-{size - 1} are missing "
                                f"(the file is {length} bytes, its manifest says {size})")
-            if _hash_range(f, start, end) != expected:
+            if _hash_range(f, start, end, manifest.block_size) != expected:
                 raise _Damaged(f"{dump} is DAMAGED: bytes {start}-{end - 1} (chunk {index} of "
                                f"{len(manifest.chunks)}) differ from what was written")
             checked += end - start
@@ -429,12 +581,15 @@ def _check(dump: str, manifest: Manifest) -> int:
     return checked
 
 
-def _hash_range(f: Any, start: int, end: int) -> str:
-    digest = hashlib.sha256()
-    for offset in range(start, end, READ_BYTES):
-        want = min(READ_BYTES, end - offset)
-        digest.update(os.pread(f.fileno(), want, offset).ljust(want, b"\0"))  # past the end: a hole
-    return digest.hexdigest()
+def _hash_range(f: Any, start: int, end: int, block_size: int) -> str:
+    """The chunk digest (chunk_digest) of the file's bytes [start, end)."""
+    step = block_size * max(1, READ_BYTES // block_size)
+    digests = []
+    for offset in range(start, end, step):
+        want = min(step, end - offset)
+        data = memoryview(os.pread(f.fileno(), want, offset).ljust(want, b"\0"))  # past the end: a hole
+        digests += [hashlib.sha256(data[at:at + block_size]).digest() for at in range(0, want, block_size)]
+    return chunk_digest(digests)
 
 
 def _check_tail(f: Any, dump: str, manifest: Manifest, length: int) -> None:

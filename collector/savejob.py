@@ -300,7 +300,7 @@ def _save_into(target: Target, directory: str, vmcore: Vmcore, classifier: PageC
             hashed = HashingFile(dump_file)
             result = _write(vmcore, classifier, options, fmt, hashed, progress)
             commit_started = time.monotonic()
-            manifest_written = manifest.write(hashed.manifest(result.complete), result.error or None)
+            manifest_written = manifest.write(hashed, result.complete, result.error or None)
         finally:
             manifest.close()
         if result.complete:

@@ -33,4 +33,6 @@ def test_quick_benchmark_writes_every_row_and_the_plot_and_judges_nothing(tmp_pa
     assert "not judged (--quick)" in goals
     assert "met**" not in goals  # neither **met** nor **NOT met** from one run on small inputs
     assert "| SshTarget, kdump pattern |" in results  # root and sshd are there (./dev setup)
+    manifest = results.split("## Integrity manifest")[1].split("\n## ")[0]
+    assert " A/A | " in manifest and "| 6.1 512 MiB | 31 | " in manifest and "| 6.1 512 MiB | 1 | " in manifest
     assert (out / "vs_makedumpfile.png").stat().st_size > 0

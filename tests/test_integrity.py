@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from collector import integrity
 from collector.formats.elfcore import write_elf
 from collector.formats.kdump import write_kdump
 from collector.integrity import (
@@ -29,11 +30,13 @@ from collector.pipeline.pages import PageCompressor
 from collector.progress import LineProgress
 from collector.scan.classify import PageClassifier
 from collector.source.vmcore import Vmcore
-from tests.conftest import run_save
+from tests.conftest import run_save, save_in_process
 from tests.support.dumpcheck import dump_files
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
-CHUNK = 64  # small chunks: a few writes cover many of them
+# Small chunks and blocks: a few writes cover many of them.
+CHUNK, BLOCK = 64, 16
+HEAD = 2 * BLOCK  # hashed when the manifest is made
 
 
 class ModelFile:
@@ -84,8 +87,16 @@ class ModelFile:
         pass
 
 
-def chunk_hashes(data: bytes, chunk_size: int) -> list[str]:
-    return [hashlib.sha256(data[i:i + chunk_size]).hexdigest() for i in range(0, len(data), chunk_size)]
+def chunk_hashes(data: bytes, chunk_size: int, block_size: int) -> list[str]:
+    """Each chunk's SHA-256 of its blocks' SHA-256 digests, as the README defines them."""
+    def chunk(data: bytes) -> str:
+        blocks = [hashlib.sha256(data[i:i + block_size]).digest() for i in range(0, len(data), block_size)]
+        return hashlib.sha256(b"".join(blocks)).hexdigest()
+    return [chunk(data[i:i + chunk_size]) for i in range(0, len(data), chunk_size)]
+
+
+def hashing_file(model: ModelFile, **limits: int) -> HashingFile:
+    return HashingFile(model, chunk_size=CHUNK, block_size=BLOCK, head_bytes=HEAD, **limits)
 
 
 def check_file(tmp_path: Path, data: bytes, manifest: Manifest) -> tuple[int, str]:
@@ -104,26 +115,27 @@ writes = st.lists(st.one_of(
 @given(writes, st.booleans())
 def test_any_writes_with_overlaps_give_the_manifest_of_the_final_file(tmp_path_factory, operations, reserve_extends):
     model = ModelFile(reserve_extends)
-    hashed = HashingFile(model, chunk_size=CHUNK)
-    whole: set[int] = set()   # chunks wholly written at some point (other than the first)
-    rewritten = set()         # of those, chunks written to again afterwards
+    hashed = hashing_file(model)
+    whole: set[int] = set()   # blocks wholly written at some point (past the head)
+    rewritten = set()         # of those, blocks written to again afterwards
     covered = bytearray(41 * CHUNK + 3 * CHUNK)
     for kind, offset, payload in operations:
         if kind == "reserve":
             hashed.reserve(offset, payload)
             continue
-        touched = range(offset // CHUNK, -(-(offset + len(payload)) // CHUNK))
+        touched = range(offset // BLOCK, -(-(offset + len(payload)) // BLOCK))
         rewritten |= whole & set(touched)
         hashed.write_at(offset, payload)
         covered[offset:offset + len(payload)] = b"\1" * len(payload)
-        whole |= {i for i in touched if i and all(covered[i * CHUNK:(i + 1) * CHUNK])}
+        whole |= {i for i in touched if i * BLOCK >= HEAD and all(covered[i * BLOCK:(i + 1) * BLOCK])}
     hashed.close()
     manifest = hashed.manifest(True)
     final = bytes(model.data)
     written_end = max([offset + len(p) for kind, offset, p in operations if kind == "write" and p], default=0)
     assert manifest.size == written_end
-    expected = chunk_hashes(final[:written_end], CHUNK)
-    assert [i for i, chunk in enumerate(manifest.chunks) if chunk is None] == sorted(rewritten)
+    expected = chunk_hashes(final[:written_end], CHUNK, BLOCK)
+    assert [i for i, chunk in enumerate(manifest.chunks) if chunk is None] == sorted({
+        block * BLOCK // CHUNK for block in rewritten})
     assert all(chunk in (None, want) for chunk, want in zip(manifest.chunks, expected, strict=True))
     assert check_file(tmp_path_factory.mktemp("check"), final, manifest)[0] == EXIT_INTACT
 
@@ -132,7 +144,7 @@ def test_any_writes_with_overlaps_give_the_manifest_of_the_final_file(tmp_path_f
 def test_a_write_that_fails_midway_never_makes_the_file_look_damaged(tmp_path_factory, operations, fail_at, landed,
                                                                        lagging):
     model = ModelFile(fail_at=fail_at, landed=landed, lagging=lagging)
-    hashed = HashingFile(model, chunk_size=CHUNK)
+    hashed = hashing_file(model)
     for kind, offset, payload in operations:
         try:
             if kind == "reserve":
@@ -150,13 +162,29 @@ def test_a_write_that_fails_midway_never_makes_the_file_look_damaged(tmp_path_fa
 
 def test_the_header_written_again_at_the_end_is_hashed_as_it_ends(tmp_path):
     model = ModelFile()
-    hashed = HashingFile(model, chunk_size=CHUNK)
+    hashed = hashing_file(model)
     hashed.write_at(0, b"h" * CHUNK)  # the first chunk wholly written, as by an ELF header
     hashed.write_at(CHUNK, os.urandom(4 * CHUNK))
     hashed.write_at(0, b"H" * 16)     # the final header
+    hashed.write_at(BLOCK, b"S" * 8)  # and sub-header
     hashed.close()
     manifest = hashed.manifest(True)
-    assert list(manifest.chunks) == chunk_hashes(bytes(model.data), CHUNK)
+    assert list(manifest.chunks) == chunk_hashes(bytes(model.data), CHUNK, BLOCK)
+
+
+def test_bytes_written_out_of_order_past_the_hold_limit_give_up_a_chunk_not_memory(tmp_path):
+    """Descriptors written long before their neighbours are kept until their block is whole;
+    past the limit, the chunk holding most of them is not checked rather than memory grown."""
+    model = ModelFile()
+    hashed = hashing_file(model, hold_bytes=2000)
+    for chunk in (2, 1, 3):  # scattered bytes in each block of chunks 1-3, chunk 2 holding most
+        for at in range(chunk * CHUNK, (chunk + 1) * CHUNK, BLOCK if chunk != 2 else 4):
+            hashed.write_at(at, b"d")
+    hashed.write_at(0, os.urandom(5 * CHUNK))  # everything written in order
+    hashed.close()
+    manifest = hashed.manifest(True)
+    assert [chunk is None for chunk in manifest.chunks] == [False, False, True, False, False]
+    assert check_file(tmp_path, bytes(model.data), manifest)[0] == EXIT_INTACT
 
 
 class KeepingSink:
@@ -194,7 +222,7 @@ def test_the_dump_writers_never_change_a_buffer_after_writing_it(vmcore, fmt):
 
 def test_a_rewritten_manifest_chunk_is_caught_by_the_root_hash(tmp_path):
     data = os.urandom(3 * CHUNK)
-    manifest = Manifest(len(data), True, tuple(chunk_hashes(data, CHUNK)), CHUNK)
+    manifest = Manifest(len(data), True, tuple(chunk_hashes(data, CHUNK, BLOCK)), CHUNK, BLOCK)
     assert check_file(tmp_path, data, manifest)[0] == EXIT_INTACT
     forged = json.loads(manifest.to_json())
     forged["chunks"][1] = hashlib.sha256(b"other").hexdigest()
@@ -245,6 +273,19 @@ def test_a_flattened_stream_has_the_manifest_of_the_stream_as_sent(vmcore, tmp_p
     assert {"vmcore.flat", "vmcore.flat.manifest.json"} <= set(dump_files(directory))
     proc = run_verify(directory / "vmcore.flat")
     assert proc.returncode == 0 and "intact" in proc.stdout, proc
+
+
+@pytest.mark.vmcore(random_pages=512)
+def test_a_failure_of_the_hashing_costs_the_manifest_not_the_dump(vmcore, tmp_path, monkeypatch, capsys):
+    def broken(self, offset, view):
+        raise MemoryError("no room")
+    monkeypatch.setattr(integrity._Hashes, "take", broken)
+    assert save_in_process(str(vmcore), str(tmp_path / "dumps")) == 0
+    directory = only_dump_dir(tmp_path / "dumps")
+    assert "vmcore" in dump_files(directory)  # committed: complete, under its final name
+    err = capsys.readouterr().err
+    assert "hashing the dump failed (MemoryError: no room)" in err and "cannot be checked with --verify" in err
+    assert run_verify(directory).returncode == 2
 
 
 @needs_root
