@@ -22,8 +22,12 @@ not checked: a write there failed, or came after a block of it was hashed.
 
 So a writer must not change a buffer after write_at returns (the Sink contract; the kdump and
 ELF writers hand over a new buffer each time: tests/test_integrity.py checks both); resizing
-one would raise BufferError. A block left open with less than half of a write keeps a copy of
-its part, not a hold on the whole buffer.
+one would raise BufferError. A block left open with a small part (up to COPY_BYTES, less than
+half) of a write keeps a copy of it, not a hold on the whole buffer, as such a block may stay
+open until the dump ends (the one where the descriptors end and the page data begins). Larger
+parts stay views, not copied: they are the tails of the page data's 1 MiB writes, whose block
+the next write completes, and copying them (fresh memory: page faults) while holding the GIL
+made the dump's thread wait.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ HEAD_BYTES = 128 << 10
 # this, the chunk that holds most of them is given up (a capture kernel may have 128 MiB).
 HOLD_BYTES = 32 << 20
 PIECE_BYTES = 200
+COPY_BYTES = 64 << 10  # (module docstring)
 # When a write fails, the writes before it within this many bytes may not have reached the
 # target either (an SFTP target acknowledges up to 4 MiB later): their chunks are not checked.
 UNSURE_BYTES = 8 << 20
@@ -271,8 +276,8 @@ class _Hashes:
                     self._hold(chunk, -held)
                     digests[block - chunk * bpc] = _digest_parts(extents.pieces)
                     continue
-                if 2 * len(piece) < len(view):  # left open with a small part of a large write: a copy
-                    extents.put(lo - start, bytes(piece))  # (module docstring)
+                if len(piece) <= COPY_BYTES and 2 * len(piece) < len(view):  # (module docstring)
+                    extents.put(lo - start, bytes(piece))
                 self._hold(chunk, extents.held - held)
             if None not in digests:
                 self.done[chunk] = chunk_digest([digest for digest in digests if digest is not None])
