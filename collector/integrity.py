@@ -130,6 +130,9 @@ class Manifest:
             if fields.get("pending"):
                 raise CollectorError(f"{name}: the save stopped before it wrote the manifest: "
                                      "there is nothing to check the dump against")
+            if fields.get("failed"):
+                raise CollectorError(f"{name}: the save could not make the manifest ({fields['failed']}): "
+                                     "there is nothing to check the dump against")
             if fields.get("version") != VERSION or fields.get("hash") != HASH:
                 raise ValueError(f"version {fields.get('version')} with {fields.get('hash')}: this tool reads "
                                  f"version {VERSION} with {HASH}")
@@ -149,6 +152,11 @@ class Manifest:
 # Written when the dump starts, over the space the manifest will take (manifest_bound): a dump
 # cut short by a full target still has room for its manifest. JSON allows the trailing spaces.
 PENDING = json.dumps({"manifest": KIND, "version": VERSION, "pending": True}).encode() + b"\n"
+
+
+def failure_record(reason: str) -> bytes:
+    """What stands in for the manifest when the hashing failed: why, for --verify to say."""
+    return json.dumps({"manifest": KIND, "version": VERSION, "failed": reason}).encode() + b"\n"
 
 
 def manifest_bound(dump_size_bound: int) -> int:
@@ -457,6 +465,7 @@ class ManifestFile:
         self.path = manifest_path(dump_path)
         self.warn = warn
         self.file: TargetFile | None = None
+        self.recorded = False  # the file holds the manifest, or why there is none: it goes with the dump
         if not target.streams_only:  # a stream cannot be written twice: its manifest comes at the end
             self._try("reserving space for", self._reserve, dump_size_bound)
 
@@ -464,31 +473,42 @@ class ManifestFile:
         self.file = self.target.create(self.path)
         self.file.write_at(0, PENDING.ljust(manifest_bound(dump_size_bound), b" "))
 
-    def write(self, hashed: HashingFile, complete: bool, dump_error: str | None = None) -> bool:
+    def write(self, hashed: HashingFile, complete: bool, dump_error: str | None = None) -> None:
         """Write, sync and close the manifest of the dump written through ``hashed`` (under
-        the dump's incomplete name); whether it is. After the dump itself failed on the target
-        (``dump_error``), a manifest that cannot be written either is not one more warning: the
-        dump's INCOMPLETE line names the cause."""
-        return self._try("writing", self._write, hashed, complete, quiet=dump_error is not None)
+        the dump's incomplete name). If the hashing failed, the file says why
+        instead. After the dump itself failed on the target (``dump_error``), a manifest that
+        cannot be written either is not one more warning: the dump's INCOMPLETE line names the
+        cause."""
+        self._try("writing", self._write, hashed, complete, quiet=dump_error is not None)
 
     def _write(self, hashed: HashingFile, complete: bool) -> None:
-        manifest = hashed.manifest(complete)
+        failure = None
+        try:
+            content = hashed.manifest(complete).to_json()
+        except CollectorError as e:
+            content, failure = failure_record(str(e)), e
         file, self.file = self.file or self.target.create(self.path), None
         try:
-            file.write_at(0, manifest.to_json())  # over the placeholder, which is longer: trailing spaces
+            file.write_at(0, content)  # over the placeholder, which is longer: trailing spaces
             file.sync()
         finally:
             file.close()
+        self.recorded = True
+        if failure is not None:
+            raise failure
 
     def commit(self, final_dump_path: str) -> None:
-        self._try("renaming", self.target.commit, self.path, manifest_path(final_dump_path))
+        """Rename the manifest with the dump, if it was written (else the placeholder stays
+        under the incomplete name: the save stopped before it)."""
+        if self.recorded:
+            self._try("renaming", self.target.commit, self.path, manifest_path(final_dump_path))
 
     def close(self) -> None:
         if self.file is not None:
             self._try("closing", self.file.close)
             self.file = None
 
-    def _try(self, doing: str, action: Callable[..., None], *args: Any, quiet: bool = False) -> bool:
+    def _try(self, doing: str, action: Callable[..., None], *args: Any, quiet: bool = False) -> None:
         try:
             action(*args)
         except (OSError, CollectorError) as e:
@@ -496,8 +516,6 @@ class ManifestFile:
             if not quiet:
                 self.warn(f"warning: {doing} the manifest {self.path}: {reason}; the dump cannot be checked "
                           "with --verify")
-            return False
-        return True
 
 
 class _Damaged(Exception):

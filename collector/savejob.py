@@ -300,13 +300,12 @@ def _save_into(target: Target, directory: str, vmcore: Vmcore, classifier: PageC
             hashed = HashingFile(dump_file)
             result = _write(vmcore, classifier, options, fmt, hashed, progress)
             commit_started = time.monotonic()
-            manifest_written = manifest.write(hashed, result.complete, result.error or None)
+            manifest.write(hashed, result.complete, result.error or None)
         finally:
             manifest.close()
         if result.complete:
             target.commit(path, final_path)
-            if manifest_written:
-                manifest.commit(final_path)
+            manifest.commit(final_path)
             path = final_path
             target.finish_dump(directory)
         result.phases["commit"] = time.monotonic() - commit_started

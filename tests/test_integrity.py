@@ -282,10 +282,13 @@ def test_a_failure_of_the_hashing_costs_the_manifest_not_the_dump(vmcore, tmp_pa
     monkeypatch.setattr(integrity._Hashes, "take", broken)
     assert save_in_process(str(vmcore), str(tmp_path / "dumps")) == 0
     directory = only_dump_dir(tmp_path / "dumps")
-    assert "vmcore" in dump_files(directory)  # committed: complete, under its final name
+    # The dump committed, complete, under its final name; its manifest says why it is none.
+    assert {"vmcore", "vmcore.manifest.json"} <= set(dump_files(directory))
+    assert not any("incomplete" in name for name in dump_files(directory))
     err = capsys.readouterr().err
     assert "hashing the dump failed (MemoryError: no room)" in err and "cannot be checked with --verify" in err
-    assert run_verify(directory).returncode == 2
+    proc = run_verify(directory)
+    assert proc.returncode == 2 and "could not make the manifest (hashing the dump failed" in proc.stderr, proc
 
 
 @needs_root
