@@ -15,6 +15,7 @@ from libc.string cimport memcmp, memcpy, memset
 
 from collector.pipeline.compression import FLAG_ZLIB, FLAG_ZSTD, LEVEL_RANGES
 from collector.dump_level import DL_CACHE, DL_CACHE_PRIVATE, DL_FREE, DL_USER
+from collector.kernel.name_hash import FNV_BASIS, FNV_PRIME, NAME_HASH_BITS
 from collector.kernel.page_encoding import (CLASS_CACHE, CLASS_CACHE_PRIVATE, CLASS_FREE, CLASS_HWPOISON,
                                      CLASS_OFFLINE, CLASS_USER, COUNT_BAD_ORDER, ORDER_FLAGS_BYTE,
                                      ORDER_U8, PARAM_INDEX)
@@ -301,14 +302,19 @@ def count_bits(const uint8_t[::1] bitmap, Py_ssize_t start, Py_ssize_t end):
 
 def kallsyms_find(const uint8_t[::1] names, Py_ssize_t count, const uint8_t[::1] token_table,
                   const uint8_t[::1] token_index, const uint8_t[::1] first_token_ok,
-                  const uint8_t[::1] token_lengths, const uint8_t[::1] length_ok, wanted):
+                  const uint8_t[::1] token_lengths, const uint8_t[::1] length_ok,
+                  const uint8_t[::1] name_ok, wanted):
     """[(index, name)] of the symbols among the first ``count`` of a kernel's compressed
     kallsyms_names whose name without its type letter is in ``wanted``; a name is expanded only
     if ``first_token_ok`` allows its first token and ``length_ok`` its expanded length (at most
-    255; token_lengths: each token's) (kernel/kallsyms.py says why this is enough)."""
+    255; token_lengths: each token's), and looked up only if its bit in ``name_ok`` is set
+    (kernel/name_hash.py) (kernel/kallsyms.py says why this is enough)."""
     cdef Py_ssize_t off = 0, i, t, length, pos, size = names.shape[0], table_size = token_table.shape[0]
     cdef Py_ssize_t start, expanded
+    cdef uint32_t digest, basis = FNV_BASIS, prime = FNV_PRIME, mask = (1 << NAME_HASH_BITS) - 1
     cdef unsigned char buf[1024]
+    if name_ok.shape[0] != (1 << NAME_HASH_BITS) >> 3:
+        raise ValueError("name_ok is not a name_hash bitmap")
     found = []
     for i in range(count):
         if off >= size:
@@ -336,6 +342,13 @@ def kallsyms_find(const uint8_t[::1] names, Py_ssize_t count, const uint8_t[::1]
                     buf[pos] = token_table[start]
                     pos += 1
                     start += 1
+            digest = basis
+            for t in range(1, pos):
+                digest = (digest ^ buf[t]) * prime
+            digest &= mask
+            if not (name_ok[digest >> 3] >> (digest & 7)) & 1:
+                off += length
+                continue
             name = (<char *>buf)[:pos]
             if name[1:] in wanted:
                 found.append((i, name))

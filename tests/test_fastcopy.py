@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 
 from collector import _fastcopy_py, fastcopy
 from collector.formats.kdump import PAGE_DESC
+from collector.kernel.kallsyms import TYPE_LETTERS
+from collector.kernel.name_hash import name_bitmap
 from collector.pipeline.compression import (
     DEFAULT_LEVEL,
     FLAG_ZSTD,
@@ -194,3 +196,43 @@ def test_count_bits_and_bit_runs_agree(bitmap, data):
         runs = impl.bit_runs(bitmap, start, end)
         assert [b for lo, hi in runs for b in range(lo, hi)] == expected
         assert all(hi < lo2 for (_, hi), (lo2, _) in zip(runs, runs[1:]))
+
+
+@st.composite
+def symbol_tables(draw):
+    """A kallsyms-compressed table (kernel/kallsyms.py): 256 NUL-terminated tokens, a u16
+    offset of each, and names of a type letter's token followed by tokens of 1-4 letters."""
+    rng = random.Random(draw(st.integers(0, 2**32)))
+    letters = b"abcdefghijklmnopqrstuvwxyz_0123456789"
+    tokens = [bytes(rng.choice(letters) for _ in range(rng.randint(1, 4))) for _ in range(256)]
+    for byte in TYPE_LETTERS:
+        tokens[byte] = bytes([byte])
+    table = bytearray()
+    index = bytearray()
+    for token in tokens:
+        index += len(table).to_bytes(2, "little")
+        table += token + b"\0"
+    names, expanded = bytearray(), []
+    for _ in range(draw(st.integers(0, 200))):
+        parts = [rng.choice(TYPE_LETTERS)] + [rng.randrange(256) for _ in range(rng.randint(1, 6))]
+        names += bytes([len(parts), *parts])
+        expanded.append(b"".join(tokens[part] for part in parts))
+    return bytes(names), bytes(table), bytes(index), expanded, tokens
+
+
+@given(symbol_tables(), st.data())
+def test_kallsyms_find_returns_exactly_the_wanted_names_in_both_twins(table, data):
+    names, token_table, token_index, expanded, tokens = table
+    wanted = set(data.draw(st.lists(st.sampled_from([name[1:] for name in expanded]), max_size=12)
+                           if expanded else st.just([])))
+    wanted |= set(data.draw(st.lists(st.binary(min_size=1, max_size=8), max_size=3)))
+    everything = bytes([1]) * 256
+    token_lengths = bytes(len(token) for token in tokens)
+    expected = [(i, name) for i, name in enumerate(expanded) if name[1:] in wanted]
+    for impl in IMPLS:
+        found = impl.kallsyms_find(names, len(expanded), token_table, token_index, everything, token_lengths,
+                                   everything, name_bitmap(wanted), wanted)
+        assert found == expected
+        # a name whose bit is clear is not looked up: the bitmap is what filters in C
+        assert impl.kallsyms_find(names, len(expanded), token_table, token_index, everything, token_lengths,
+                                  everything, bytes(len(name_bitmap(()))), wanted) == []

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable
 from .. import fastcopy
 from ..source.vmcoreinfo import VmcoreInfo
 from .memory import KernelMemory, TranslationError
+from .name_hash import name_bitmap
 
 REQUIRED = ("kallsyms_names", "kallsyms_num_syms", "kallsyms_token_table", "kallsyms_token_index",
             "kallsyms_offsets")
@@ -119,7 +120,7 @@ class Kallsyms:
         length_ok = bytes(length in lengths for length in range(256))
         names_blob = self.kernel.read(self.symbols["kallsyms_names"], self.names_size)
         found = fastcopy.kallsyms_find(names_blob, self.count, self.token_table, self.token_index, first_ok,
-                                       token_lengths, length_ok, wanted)
+                                       token_lengths, length_ok, name_bitmap(wanted), wanted)
         result: dict[str, tuple[str, int]] = {}
         for index, name in found:
             if index + 1 < self.count:
