@@ -151,8 +151,8 @@ def keep_only(dump: DumpPages, pfns: set[int], out: Path) -> None:
 def classes(vmcore_path: Path, dump_level: int) -> dict[int, str]:
     """Each kept pfn's value-order class (the explicit ones, then the slab bitmaps)."""
     with Vmcore(str(vmcore_path)) as vmcore:
-        order = page_order(vmcore)
         classifier = PageClassifier(vmcore, dump_level, lambda message: None)
+        order = page_order(vmcore, classifier.kallsyms)
         named = {pfn: page_class.name for page_class in order for pfn in page_class.pfns}
         for start, end in classifier.windows():
             first, slab = classifier.first_slab_bitmap(start, end), classifier.slab_bitmap(start, end)

@@ -177,7 +177,7 @@ def write_kdump(sink: Sink, vmcore: Vmcore, classifier: PageClassifier, compress
     result.phases["bitmaps"] = time.monotonic() - started
 
     started = time.monotonic()
-    order = page_order(vmcore)
+    order = page_order(vmcore, classifier.kallsyms)
     result.phases["order"] = time.monotonic() - started
     started = time.monotonic()
     writer = _PageDataWriter(sink, data_offset, zero_offset, ps, compressor.page_flag)

@@ -6,8 +6,10 @@ kallsyms_token_index, kallsyms_num_syms and kallsyms_offsets. Names are compress
 (one byte, two if its top bit is set since Linux 6.1, commit 73bbb94466fd "kallsyms: support
 "big" kernel symbols"), then that many token bytes, each expanding through the token table; the
 first character of the expansion is the symbol's type letter. Only wanted names are expanded:
-a name can match only if the expansion of its first token is a prefix of a wanted typed name
-(or the other way round), which leaves a few percent of the ~100000 names.
+a name can match only if the expansion of its first token is a type letter and a prefix of a
+wanted name, and only if the name's expanded length is a wanted one, which leaves a few percent
+of the ~100000 names; of those, only the names whose hash bit is set become Python objects
+(kernel/name_hash.py).
 
 Addresses: kallsyms_offsets holds one s32 per symbol, read in one of four ways over the
 releases; the table itself does not say which, so the one that gives every symbol VMCOREINFO also
@@ -68,6 +70,8 @@ class Kallsyms:
         self._relative_base = (struct.unpack("<Q", kernel.read(info.symbols["kallsyms_relative_base"], 8))[0]
                                if "kallsyms_relative_base" in info.symbols else None)
         self._decode: Callable[[int, int], int] | None = None
+        # Read once: the classifier and the value order each look up their names (1-3 MB).
+        self._names_blob: bytes | None = None
 
     def addresses(self, names: Iterable[str]) -> dict[str, tuple[str, int, int]]:
         """name -> (type letter, address, the next symbol's address) for each wanted name the
@@ -111,15 +115,14 @@ class Kallsyms:
     def _found(self, names: Iterable[str]) -> dict[str, tuple[str, int]]:
         """name -> (type letter, index) of the first symbol of each wanted name, but the last."""
         wanted = {name.encode() for name in names}
-        typed = {bytes([letter]) + name for name in wanted for letter in TYPE_LETTERS}
-        prefixes = {name[:end] for name in typed for end in range(1, len(name) + 1)}
-        first_ok = bytes(token in prefixes or any(token[:end] in typed for end in range(1, len(token) + 1))
-                         for token in self.tokens)
+        prefixes = {name[:end] for name in wanted for end in range(len(name) + 1)}
+        first_ok = bytes(bool(token) and token[0] in TYPE_LETTERS and token[1:] in prefixes for token in self.tokens)
         token_lengths = bytes(min(len(token), 255) for token in self.tokens)
-        lengths = {len(name) for name in typed}
+        lengths = {1 + len(name) for name in wanted}
         length_ok = bytes(length in lengths for length in range(256))
-        names_blob = self.kernel.read(self.symbols["kallsyms_names"], self.names_size)
-        found = fastcopy.kallsyms_find(names_blob, self.count, self.token_table, self.token_index, first_ok,
+        if self._names_blob is None:
+            self._names_blob = self.kernel.read(self.symbols["kallsyms_names"], self.names_size)
+        found = fastcopy.kallsyms_find(self._names_blob, self.count, self.token_table, self.token_index, first_ok,
                                        token_lengths, length_ok, name_bitmap(wanted), wanted)
         result: dict[str, tuple[str, int]] = {}
         for index, name in found:

@@ -19,7 +19,6 @@ from __future__ import annotations
 from array import array
 from dataclasses import dataclass
 
-from ..source.vmcoreinfo import VmcoreInfo
 from .kallsyms import Kallsyms
 from .memory import KernelMemory, TranslationError
 from .mm import MemMapError, SectionMemMap
@@ -40,13 +39,13 @@ class FirstSlabCaches:
     caches: array  # array("Q") of struct kmem_cache addresses, for the page scanner
 
 
-def first_slab_caches(kernel: KernelMemory, info: VmcoreInfo, mem_map: SectionMemMap, page_size: int,
+def first_slab_caches(kallsyms: Kallsyms, kernel: KernelMemory, mem_map: SectionMemMap, page_size: int,
                       compound_head_offset: int) -> FirstSlabCaches | None:
     """FIRST_CACHES as found in the dump; None when the kernel's symbol table, the pointers or
     the slab_cache offset cannot be read or checked (the slab pages are then all written at
     the slab pages' turn)."""
     try:
-        symbols = Kallsyms(kernel, info).addresses(["kmem_cache", *FIRST_CACHES])
+        symbols = kallsyms.addresses(["kmem_cache", *FIRST_CACHES])
         if "kmem_cache" not in symbols:
             return None
         cache_of_caches = kernel.read_u64(symbols["kmem_cache"][1])

@@ -8,6 +8,7 @@ is kept, with one warning naming the reason.
 
 from __future__ import annotations
 
+import contextlib
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from .. import fastcopy
 from ..dump_level import DL_ZERO, MAX_DUMP_LEVEL, STRUCT_PAGE_LEVELS
 from ..kernel.arch import kernel_memory
+from ..kernel.kallsyms import Kallsyms
 from ..kernel.memory import TranslationError
 from ..kernel.mm import MemMapError, SectionMemMap
 from ..kernel.page_encoding import (
@@ -68,6 +70,8 @@ class PageClassifier:
         self.mem_map: SectionMemMap | None = None
         self.params: array | None = None
         self.first_slabs: FirstSlabCaches | None = None
+        # The kernel's symbol table, for the value order too (scan/value.py); None: none usable.
+        self.kallsyms: Kallsyms | None = None
         self._cached: dict[tuple[int, int], tuple[bytes, bytes, bytes]] = {}
         self._cached_bytes = 0
         self._setup_struct_pages(vmcore)
@@ -82,6 +86,8 @@ class PageClassifier:
             return
         try:
             kernel = kernel_memory(vmcore)
+            with contextlib.suppress(TranslationError):  # none (before Linux 6.0), or unreadable
+                self.kallsyms = Kallsyms(kernel, vmcore.vmcoreinfo)
             self.mem_map = SectionMemMap(kernel, vmcore.vmcoreinfo, vmcore.page_size)
         except (MemMapError, TranslationError) as e:
             self.warn_once(f"cannot find struct pages ({e}){': ' + kept if kept else ''}")
@@ -93,8 +99,9 @@ class PageClassifier:
         self.params = encoding.vector(self.dump_level)
         compound_head = self.params[PARAM_INDEX["off_compound_head"]]
         if compound_head >= 0:
-            self.first_slabs = first_slab_caches(kernel, vmcore.vmcoreinfo, self.mem_map, vmcore.page_size,
-                                                 compound_head)
+            if self.kallsyms is not None:
+                self.first_slabs = first_slab_caches(self.kallsyms, kernel, self.mem_map, vmcore.page_size,
+                                                     compound_head)
 
     def warn_once(self, message: str) -> None:
         if message not in self._warned:

@@ -99,8 +99,9 @@ class PageClass:
     piece_pfns: int = 0
 
 
-def page_order(vmcore: Vmcore) -> list[PageClass]:
-    """The classes for this vmcore. Without page tables (no VMCOREINFO, another architecture)
+def page_order(vmcore: Vmcore, kallsyms: Kallsyms | None) -> list[PageClass]:
+    """The classes for this vmcore; ``kallsyms``: the kernel's symbol table as the classifier
+    read it (None: none usable). Without page tables (no VMCOREINFO, another architecture)
     only the slab pages and the rest are ordered (the classifier has said why already)."""
     found = None
     crash_state: set[int] = set()
@@ -117,7 +118,7 @@ def page_order(vmcore: Vmcore) -> list[PageClass]:
                     if note.registers and note.registers.get(sp, 0) >= kernel.kernel_space_start]
         for pointer in pointers:
             stacks.update(architecture.stack_pages(kernel, pointer))
-        named, data_start = _named_pages(vmcore, kernel, architecture, stacks, set(found.image_text))
+        named, data_start = _named_pages(vmcore, kernel, kallsyms, architecture, stacks, set(found.image_text))
         node_tops, node_structs = _node_tops(vmcore, kernel)
         crash_state = stacks | set(found.tables) | named | node_structs
     except TranslationError:
@@ -177,8 +178,8 @@ def _node_tops(vmcore: Vmcore, kernel: KernelMemory) -> tuple[list[range], set[i
     return tops, structs
 
 
-def _named_pages(vmcore: Vmcore, kernel: KernelMemory, architecture: arch.Architecture, stacks: set[int],
-                 text: set[int]) -> tuple[set[int], int]:
+def _named_pages(vmcore: Vmcore, kernel: KernelMemory, kallsyms: Kallsyms | None, architecture: arch.Architecture,
+                 stacks: set[int], text: set[int]) -> tuple[set[int], int]:
     """Pages found through the kernel's own symbol table (kernel/kallsyms.py), when VMCOREINFO
     has it and its addresses are plausible: the data readers read (STARTUP_DATA), the kernel
     log, the text crash disassembles at start-up and the text the CPU stacks return into with
@@ -186,12 +187,13 @@ def _named_pages(vmcore: Vmcore, kernel: KernelMemory, architecture: arch.Archit
     starts (_sdata)."""
     info = vmcore.vmcoreinfo
     assert info is not None  # kernel_memory needs it
+    if kallsyms is None:  # the classifier found none it could read
+        return set(), 1 << 62
     try:
-        kallsyms = Kallsyms(kernel, info)
         symbols = kallsyms.addresses(
             ["__per_cpu_start", "__per_cpu_end", "pcpu_unit_size", "_stext", "_etext", "_sdata", "orc_lookup",
              "__start_orc_unwind_ip", "__start_orc_unwind", *STARTUP_TEXT, *STARTUP_DATA])
-    except TranslationError:  # none, or one whose addresses do not decode (kernel/kallsyms.py)
+    except TranslationError:
         return set(), 1 << 62
     pages: set[int] = set()
 
