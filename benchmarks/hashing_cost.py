@@ -108,18 +108,18 @@ def measure_hashing_cost(vmcore_path: Path, scratch: Path, dump_level: int, roun
     size = 0
     path = scratch / "hashing-cost.kdump"
     with Vmcore(str(vmcore_path)) as vmcore:
-        _dump(vmcore, dump_level, path, False)
+        timed_dump(vmcore, dump_level, path, False)
         for _ in range(rounds):
             order = [0, 1, 2]  # 2: the hashed one
             shuffle(order)
             times: dict[int, DumpTime] = {}
             for which in order:
-                times[which], size = _dump(vmcore, dump_level, path, which == 2)
+                times[which], size = timed_dump(vmcore, dump_level, path, which == 2)
             done.append(Round((times[0], times[1]), times[2]))
     return HashingCost(dump_level, size, tuple(done))
 
 
-def _dump(vmcore: Vmcore, dump_level: int, path: Path, hashing: bool) -> tuple[DumpTime, int]:
+def timed_dump(vmcore: Vmcore, dump_level: int, path: Path, hashing: bool) -> tuple[DumpTime, int]:
     """One dump, deleted afterwards: its time and size."""
     path.unlink(missing_ok=True)
     started, cpu_started, thread_started = time.perf_counter(), time.process_time(), time.thread_time()

@@ -36,3 +36,12 @@ def test_quick_benchmark_writes_every_row_and_the_plot_and_judges_nothing(tmp_pa
     manifest = results.split("## Integrity manifest")[1].split("\n## ")[0]
     assert " A/A | " in manifest and "| 6.1 512 MiB | 31 | " in manifest and "| 6.1 512 MiB | 1 | " in manifest
     assert (out / "vs_makedumpfile.png").stat().st_size > 0
+
+
+def test_the_hashing_beside_benchmark_gives_each_arm_a_ratio_a_round(real_vmcore, tmp_path):
+    from benchmarks.hashing_beside import ARMS, measure
+
+    crash = real_vmcore(kernel="6.1", mem_mib=512, workload=True)
+    ratios = measure(crash.path, tmp_path, 31, 2)
+    assert list(ratios) == list(ARMS[1:])
+    assert all(len(values) == 2 and all(value > 0 for value in values) for values in ratios.values())
