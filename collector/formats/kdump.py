@@ -178,6 +178,8 @@ def write_kdump(sink: Sink, vmcore: Vmcore, classifier: PageClassifier, compress
 
     started = time.monotonic()
     order = page_order(vmcore, classifier.kallsyms)
+    if classifier.kallsyms is not None:  # its last lookup: the names need not stay in memory
+        classifier.kallsyms.forget_names()
     result.phases["order"] = time.monotonic() - started
     started = time.monotonic()
     writer = _PageDataWriter(sink, data_offset, zero_offset, ps, compressor.page_flag)
