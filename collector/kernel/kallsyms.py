@@ -70,7 +70,8 @@ class Kallsyms:
         self._relative_base = (struct.unpack("<Q", kernel.read(info.symbols["kallsyms_relative_base"], 8))[0]
                                if "kallsyms_relative_base" in info.symbols else None)
         self._decode: Callable[[int, int], int] | None = None
-        # Read once: the classifier and the value order each look up their names (1-3 MB).
+        # Read once for the classifier's and the value order's lookups (1-3 MB); the save drops
+        # it after the last (forget_names).
         self._names_blob: bytes | None = None
 
     def forget_names(self) -> None:
