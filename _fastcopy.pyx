@@ -10,8 +10,13 @@ comes from the Python side (collector/page_encoding.py, dump_level.py, compressi
 """
 
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc, free
-from libc.string cimport memcmp, memcpy, memset
+from libc.stdint cimport INT64_MAX
+from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.string cimport memchr, memcmp, memcpy, memmove, memset
+
+cimport cython
+
+from collections import deque
 
 from collector.pipeline.compression import FLAG_ZLIB, FLAG_ZSTD, LEVEL_RANGES
 from collector.dump_level import DL_CACHE, DL_CACHE_PRIVATE, DL_FREE, DL_USER
@@ -496,3 +501,537 @@ def classify_pages(const uint8_t[::1] pages, Py_ssize_t npages, const int64_t[::
 cdef extern from *:
     int __builtin_popcount(unsigned int) nogil
     int __builtin_popcountll(unsigned long long) nogil
+
+
+# The integrity manifest's hashing (collector/integrity.py has the rules, _fastcopy_py.py the
+# readable reference, FileHasher there): a worker thread of its own that never takes the GIL, as
+# a Python thread sharing it with the dump cost a one-thread dump 2-4% (issue 14). The dump's
+# thread only queues each write (a pointer into the writer's buffer, kept alive here until the
+# worker is past it); the worker keeps what a block still lacks as copies, hashes blocks with
+# libcrypto's SHA-256 (what hashlib uses) and knows the chunks.
+
+cdef extern from "openssl/evp.h" nogil:
+    ctypedef struct EVP_MD_CTX:
+        pass
+    ctypedef struct EVP_MD:
+        pass
+    const EVP_MD *EVP_sha256()
+    EVP_MD_CTX *EVP_MD_CTX_new()
+    void EVP_MD_CTX_free(EVP_MD_CTX *ctx)
+    int EVP_DigestInit_ex(EVP_MD_CTX *ctx, const EVP_MD *kind, void *engine)
+    int EVP_DigestUpdate(EVP_MD_CTX *ctx, const void *data, size_t length)
+    int EVP_DigestFinal_ex(EVP_MD_CTX *ctx, unsigned char *md, unsigned int *length)
+
+cdef extern from "<pthread.h>" nogil:
+    ctypedef struct pthread_t:
+        pass
+    ctypedef struct pthread_mutex_t:
+        pass
+    ctypedef struct pthread_cond_t:
+        pass
+    int pthread_create(pthread_t *thread, void *attr, void *(*start)(void *) noexcept nogil, void *arg)
+    int pthread_join(pthread_t thread, void **result)
+    int pthread_mutex_init(pthread_mutex_t *mutex, void *attr)
+    int pthread_mutex_destroy(pthread_mutex_t *mutex)
+    int pthread_mutex_lock(pthread_mutex_t *mutex)
+    int pthread_mutex_unlock(pthread_mutex_t *mutex)
+    int pthread_cond_init(pthread_cond_t *cond, void *attr)
+    int pthread_cond_destroy(pthread_cond_t *cond)
+    int pthread_cond_wait(pthread_cond_t *cond, pthread_mutex_t *mutex)
+    int pthread_cond_signal(pthread_cond_t *cond)
+
+cdef extern from *:
+    """
+    static inline uint64_t fh_load(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+    static inline void fh_store(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+    """
+    uint64_t fh_load(const uint64_t *p) nogil
+    void fh_store(uint64_t *p, uint64_t v) nogil
+
+DEF DIGEST = 32
+DEF RING = 4096  # writes queued and not yet taken in: the dump's thread waits beyond
+DEF ZEROS = 65536
+cdef uint8_t ZERO_BYTES[ZEROS]
+cdef enum:
+    CHUNK_OPEN = 0
+    CHUNK_DONE = 1
+    CHUNK_UNKNOWN = 2
+
+cdef struct Piece:        # bytes written into a block not yet whole: a copy
+    int64_t start         # within the block
+    int64_t length
+    uint8_t *data
+
+cdef struct OpenBlock:    # _fastcopy_py's _Extents
+    int64_t block
+    int64_t covered
+    Py_ssize_t count, capacity
+    Piece *pieces
+
+cdef struct Chunk:
+    int64_t clock         # bytes taken in when it was last written to; -1: never
+    int64_t held          # what its open blocks hold
+    int state
+    uint8_t digest[DIGEST]
+    uint8_t *blocks       # its blocks' digests, then one byte each: known; NULL until needed
+
+cdef struct Hashes:       # _fastcopy_py's _Hashes
+    int64_t chunk_size, block_size, blocks_per_chunk, head_blocks, hold_bytes, piece_bytes, unsure_bytes
+    int64_t size, size_before, unsure_end, holding, clock
+    Chunk *chunks
+    int64_t nchunks
+    OpenBlock *open       # sorted by block
+    Py_ssize_t nopen, open_capacity
+    EVP_MD_CTX *ctx
+    bint out_of_memory
+
+cdef struct Job:
+    int64_t offset, end
+    const uint8_t *data   # NULL: a write (offset -1: a sync) that failed
+
+cdef struct Queue:
+    Hashes *hashes        # what the worker takes the writes into
+    pthread_mutex_t lock
+    pthread_cond_t more, progress
+    Job jobs[RING]
+    uint64_t submitted, done
+    int64_t pending_bytes
+    bint stop
+
+
+cdef inline int64_t ceil_div(int64_t a, int64_t b) noexcept nogil:
+    return (a + b - 1) // b  # (a >= 0, b > 0: C division truncates)
+
+
+cdef void sha256(Hashes *h, const uint8_t *data, int64_t length, uint8_t *out) noexcept nogil:
+    EVP_DigestInit_ex(h.ctx, EVP_sha256(), NULL)
+    EVP_DigestUpdate(h.ctx, data, length)
+    EVP_DigestFinal_ex(h.ctx, out, NULL)
+
+
+cdef void zeros_update(Hashes *h, int64_t length) noexcept nogil:
+    while length > 0:
+        EVP_DigestUpdate(h.ctx, ZERO_BYTES, min(length, ZEROS))
+        length -= ZEROS
+
+
+cdef void block_digest(Hashes *h, OpenBlock *ext, int64_t length, uint8_t *out) noexcept nogil:
+    """The digest of a block's first ``length`` bytes: its pieces, zeros between (ext may be NULL)."""
+    cdef int64_t at = 0, take
+    cdef Py_ssize_t i
+    EVP_DigestInit_ex(h.ctx, EVP_sha256(), NULL)
+    if ext != NULL:
+        for i in range(ext.count):
+            if ext.pieces[i].start >= length:
+                break
+            zeros_update(h, ext.pieces[i].start - at)
+            take = min(ext.pieces[i].length, length - ext.pieces[i].start)
+            EVP_DigestUpdate(h.ctx, ext.pieces[i].data, take)
+            at = ext.pieces[i].start + take
+    zeros_update(h, length - at)
+    EVP_DigestFinal_ex(h.ctx, out, NULL)
+
+
+cdef int chunk_room(Hashes *h, int64_t chunks) noexcept nogil:
+    """Chunks [0, chunks) exist; -1 when out of memory."""
+    cdef int64_t grown, i
+    cdef Chunk *more
+    if chunks <= h.nchunks:
+        return 0
+    grown = max(chunks, 2 * h.nchunks, 64)
+    more = <Chunk *>realloc(h.chunks, grown * sizeof(Chunk))
+    if more == NULL:
+        return -1
+    for i in range(h.nchunks, grown):
+        more[i].clock, more[i].held, more[i].state, more[i].blocks = -1, 0, CHUNK_OPEN, NULL
+    h.chunks, h.nchunks = more, grown
+    return 0
+
+
+cdef uint8_t *chunk_blocks(Hashes *h, int64_t chunk) noexcept nogil:
+    cdef Chunk *c = &h.chunks[chunk]
+    if c.blocks == NULL:
+        c.blocks = <uint8_t *>calloc(h.blocks_per_chunk, DIGEST + 1)
+    return c.blocks
+
+
+cdef Py_ssize_t open_index(Hashes *h, int64_t block) noexcept nogil:
+    """Where ``block`` is or would go in the sorted open blocks."""
+    cdef Py_ssize_t lo = 0, hi = h.nopen, mid
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if h.open[mid].block < block:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef OpenBlock *open_find(Hashes *h, int64_t block) noexcept nogil:
+    cdef Py_ssize_t i = open_index(h, block)
+    return &h.open[i] if i < h.nopen and h.open[i].block == block else NULL
+
+
+cdef OpenBlock *open_add(Hashes *h, int64_t block) noexcept nogil:
+    cdef Py_ssize_t i = open_index(h, block), grown
+    cdef OpenBlock *more
+    if h.nopen == h.open_capacity:
+        grown = max(2 * h.open_capacity, 16)
+        more = <OpenBlock *>realloc(h.open, grown * sizeof(OpenBlock))
+        if more == NULL:
+            return NULL
+        h.open, h.open_capacity = more, grown
+    memmove(&h.open[i + 1], &h.open[i], (h.nopen - i) * sizeof(OpenBlock))
+    h.nopen += 1
+    h.open[i].block, h.open[i].covered, h.open[i].count, h.open[i].capacity, h.open[i].pieces = block, 0, 0, 0, NULL
+    return &h.open[i]
+
+
+cdef void open_remove(Hashes *h, int64_t first, int64_t last) noexcept nogil:
+    """Forget the open blocks in [first, last)."""
+    cdef Py_ssize_t lo = open_index(h, first), hi = open_index(h, last), i, j
+    if lo == hi:
+        return
+    for i in range(lo, hi):
+        for j in range(h.open[i].count):
+            free(h.open[i].pieces[j].data)
+        free(h.open[i].pieces)
+    memmove(&h.open[lo], &h.open[hi], (h.nopen - hi) * sizeof(OpenBlock))
+    h.nopen -= hi - lo
+
+
+cdef inline int64_t held_by(Hashes *h, OpenBlock *ext) noexcept nogil:
+    return ext.covered + h.piece_bytes * ext.count
+
+
+cdef int extents_put(OpenBlock *ext, int64_t start, const uint8_t *data, int64_t length) noexcept nogil:
+    """_Extents.put: a later write replaces what it overlaps. -1 when out of memory."""
+    cdef int64_t end = start + length
+    cdef Py_ssize_t lo = 0, hi = 0, n, i, grown
+    cdef Piece head, tail, new
+    cdef Piece *more
+    cdef bint has_head = False, has_tail = False
+    while lo < ext.count and ext.pieces[lo].start + ext.pieces[lo].length <= start:
+        lo += 1
+    hi = lo
+    while hi < ext.count and ext.pieces[hi].start < end:
+        hi += 1
+    new.start, new.length, new.data = start, length, <uint8_t *>malloc(length)
+    if new.data == NULL:
+        return -1
+    memcpy(new.data, data, length)
+    if lo < hi and ext.pieces[hi - 1].start + ext.pieces[hi - 1].length > end:
+        tail.start = end
+        tail.length = ext.pieces[hi - 1].start + ext.pieces[hi - 1].length - end
+        tail.data = <uint8_t *>malloc(tail.length)
+        if tail.data == NULL:
+            free(new.data)
+            return -1
+        memcpy(tail.data, ext.pieces[hi - 1].data + (end - ext.pieces[hi - 1].start), tail.length)
+        has_tail = True
+    if lo < hi and ext.pieces[lo].start < start:
+        head = ext.pieces[lo]  # keeps its copy, shortened
+        head.length = start - head.start
+        has_head = True
+    n = has_head + 1 + has_tail
+    if ext.count - (hi - lo) + n > ext.capacity:
+        grown = max(2 * ext.capacity, ext.count - (hi - lo) + n, 4)
+        more = <Piece *>realloc(ext.pieces, grown * sizeof(Piece))
+        if more == NULL:
+            free(new.data)
+            if has_tail:
+                free(tail.data)
+            return -1
+        ext.pieces, ext.capacity = more, grown
+    for i in range(lo, hi):
+        ext.covered -= ext.pieces[i].length
+        if not (has_head and i == lo):
+            free(ext.pieces[i].data)
+    memmove(&ext.pieces[lo + n], &ext.pieces[hi], (ext.count - hi) * sizeof(Piece))
+    ext.count += n - (hi - lo)
+    i = lo
+    if has_head:
+        ext.pieces[i] = head
+        ext.covered += head.length
+        i += 1
+    ext.pieces[i] = new
+    ext.covered += length
+    if has_tail:
+        ext.pieces[i + 1] = tail
+        ext.covered += tail.length
+    return 0
+
+
+cdef void give_up(Hashes *h, int64_t chunk) noexcept nogil:
+    cdef Chunk *c = &h.chunks[chunk]
+    c.state = CHUNK_UNKNOWN
+    free(c.blocks)
+    c.blocks = NULL
+    h.holding -= c.held
+    c.held = 0
+    open_remove(h, chunk * h.blocks_per_chunk, (chunk + 1) * h.blocks_per_chunk)
+
+
+cdef int take(Hashes *h, int64_t offset, const uint8_t *data, int64_t length) noexcept nogil:
+    """_Hashes.take; -1 when out of memory."""
+    cdef int64_t end = offset + length, cs = h.chunk_size, bs = h.block_size, bpc = h.blocks_per_chunk
+    cdef int64_t chunk, first, last, whole_first, whole_last, block, start, lo, hi, held, index, most
+    cdef uint8_t *blocks
+    cdef OpenBlock *ext
+    cdef Chunk *c
+    h.size_before, h.size = h.size, max(h.size, end)
+    h.clock += length
+    if chunk_room(h, ceil_div(end, cs)) < 0:
+        return -1
+    for chunk in range(offset // cs, ceil_div(end, cs)):
+        h.chunks[chunk].clock = h.clock
+    for chunk in range(offset // cs, ceil_div(end, cs)):
+        c = &h.chunks[chunk]
+        if c.state == CHUNK_UNKNOWN:
+            continue
+        first, last = max(offset // bs, chunk * bpc), min(ceil_div(end, bs), (chunk + 1) * bpc)
+        if c.state == CHUNK_DONE:
+            give_up(h, chunk)  # rewritten after it was hashed: its content is not known
+            continue
+        blocks = chunk_blocks(h, chunk)
+        if blocks == NULL:
+            return -1
+        for block in range(first, last):
+            if blocks[bpc * DIGEST + block - chunk * bpc]:
+                break
+        else:
+            block = -1
+        if block >= 0:
+            give_up(h, chunk)
+            continue
+        whole_first, whole_last = max(max(ceil_div(offset, bs), h.head_blocks), first), min(end // bs, last)
+        for block in range(whole_first, whole_last):
+            ext = open_find(h, block)
+            if ext != NULL:
+                c.held -= held_by(h, ext)
+                h.holding -= held_by(h, ext)
+                open_remove(h, block, block + 1)
+            index = block - chunk * bpc
+            sha256(h, data + block * bs - offset, bs, blocks + index * DIGEST)
+            blocks[bpc * DIGEST + index] = 1
+        for block in range(first, last):
+            if whole_first <= block < whole_last:
+                continue
+            start = block * bs
+            lo, hi = max(offset, start), min(end, start + bs)
+            ext = open_find(h, block)
+            if ext == NULL:
+                ext = open_add(h, block)
+                if ext == NULL:
+                    return -1
+            held = held_by(h, ext)
+            if extents_put(ext, lo - start, data + lo - offset, hi - lo) < 0:
+                return -1
+            if ext.covered == bs and block >= h.head_blocks:
+                index = block - chunk * bpc
+                block_digest(h, ext, bs, blocks + index * DIGEST)
+                blocks[bpc * DIGEST + index] = 1
+                c.held -= held
+                h.holding -= held
+                open_remove(h, block, block + 1)
+                continue
+            c.held += held_by(h, ext) - held
+            h.holding += held_by(h, ext) - held
+        if memchr(blocks + bpc * DIGEST, 0, bpc) == NULL:
+            sha256(h, blocks, bpc * DIGEST, c.digest)
+            c.state = CHUNK_DONE
+            free(c.blocks)
+            c.blocks = NULL
+    if h.holding > h.hold_bytes:  # the chunk holding most (the lowest of equals) is given up
+        most = -1
+        for chunk in range(h.nchunks):
+            if h.chunks[chunk].held > 0 and (most < 0 or h.chunks[chunk].held > h.chunks[most].held):
+                most = chunk
+        if most >= 0:
+            give_up(h, most)
+    return 0
+
+
+cdef int failed(Hashes *h, int64_t offset, int64_t end) noexcept nogil:
+    """_Hashes.failed; -1 when out of memory."""
+    cdef int64_t cs = h.chunk_size, chunk
+    if offset < 0:
+        offset = end = h.size
+    elif end > offset:
+        h.size = h.size_before
+    h.unsure_end = max(h.unsure_end, end)
+    if chunk_room(h, max(offset // cs + 1, ceil_div(end, cs))) < 0:
+        return -1
+    for chunk in range(h.nchunks):
+        if (offset // cs <= chunk < max(offset // cs + 1, ceil_div(end, cs))
+                or (h.chunks[chunk].clock >= 0 and h.chunks[chunk].clock >= h.clock - h.unsure_bytes)):
+            give_up(h, chunk)
+    return 0
+
+
+cdef void *hash_writes(void *arg) noexcept nogil:
+    """The worker: takes the queued writes in, in order, until told to stop."""
+    cdef Queue *q = <Queue *>arg
+    cdef Hashes *h = q.hashes
+    cdef Job job
+    while True:
+        pthread_mutex_lock(&q.lock)
+        while q.done == q.submitted and not q.stop:
+            pthread_cond_wait(&q.more, &q.lock)
+        if q.done == q.submitted:
+            pthread_mutex_unlock(&q.lock)
+            return NULL
+        job = q.jobs[q.done % RING]
+        pthread_mutex_unlock(&q.lock)
+        if not h.out_of_memory:
+            if job.data == NULL:
+                h.out_of_memory = failed(h, job.offset, job.end) < 0
+            else:
+                h.out_of_memory = take(h, job.offset, job.data, job.end - job.offset) < 0
+        pthread_mutex_lock(&q.lock)
+        if job.data != NULL:
+            q.pending_bytes -= job.end - job.offset
+        fh_store(&q.done, q.done + 1)
+        pthread_cond_signal(&q.progress)
+        pthread_mutex_unlock(&q.lock)
+
+
+@cython.no_gc_clear
+cdef class FileHasher:
+    """What _fastcopy_py.FileHasher does, beside the dump without the GIL (above)."""
+
+    cdef Hashes hashes
+    cdef Queue queue
+    cdef pthread_t thread
+    cdef bint running
+    cdef int64_t ahead_bytes
+    cdef object kept      # (job number, buffer) of the writes the worker may not be past
+    cdef object outcome
+
+    def __cinit__(self, int64_t chunk_size, int64_t block_size, int64_t head_bytes, int64_t hold_bytes,
+                  int64_t piece_bytes, int64_t unsure_bytes, int64_t ahead_bytes):
+        if block_size <= 0 or chunk_size <= 0 or chunk_size % block_size:
+            raise ValueError(f"chunk size {chunk_size} is not a multiple of block size {block_size}")
+        memset(&self.hashes, 0, sizeof(Hashes))
+        memset(&self.queue, 0, sizeof(Queue))
+        self.queue.hashes = &self.hashes
+        self.hashes.chunk_size, self.hashes.block_size = chunk_size, block_size
+        self.hashes.blocks_per_chunk = chunk_size // block_size
+        self.hashes.head_blocks = ceil_div(head_bytes, block_size)
+        self.hashes.hold_bytes, self.hashes.piece_bytes = hold_bytes, piece_bytes
+        self.hashes.unsure_bytes = unsure_bytes
+        self.ahead_bytes = ahead_bytes
+        self.kept = deque()
+        self.hashes.ctx = EVP_MD_CTX_new()
+        if self.hashes.ctx == NULL:
+            raise MemoryError("no memory for a SHA-256 context")
+        pthread_mutex_init(&self.queue.lock, NULL)
+        pthread_cond_init(&self.queue.more, NULL)
+        pthread_cond_init(&self.queue.progress, NULL)
+        if pthread_create(&self.thread, NULL, hash_writes, &self.queue) != 0:
+            raise OSError("cannot start the hashing thread")
+        self.running = True
+
+    cdef void _queue(self, int64_t offset, int64_t end, const uint8_t *data) noexcept nogil:
+        cdef Queue *q = &self.queue
+        cdef int64_t length = end - offset if data != NULL else 0
+        pthread_mutex_lock(&q.lock)
+        while q.submitted - q.done >= RING or (q.pending_bytes > 0 and q.pending_bytes + length > self.ahead_bytes):
+            pthread_cond_wait(&q.progress, &q.lock)
+        q.jobs[q.submitted % RING].offset = offset
+        q.jobs[q.submitted % RING].end = end
+        q.jobs[q.submitted % RING].data = data
+        q.submitted += 1
+        q.pending_bytes += length
+        pthread_cond_signal(&q.more)
+        pthread_mutex_unlock(&q.lock)
+
+    def take(self, int64_t offset, data):
+        cdef const uint8_t[::1] view = data
+        cdef uint64_t done
+        if not self.running:
+            raise ValueError("take after result")
+        if view.shape[0] == 0:
+            return
+        with nogil:
+            self._queue(offset, offset + view.shape[0], &view[0])
+        self.kept.append((self.queue.submitted, view))  # (holds the buffer: it cannot be resized)
+        done = fh_load(&self.queue.done)
+        while self.kept and self.kept[0][0] <= done:
+            self.kept.popleft()
+
+    def failed(self, int64_t offset, int64_t end):
+        if not self.running:
+            raise ValueError("failed after result")
+        with nogil:
+            self._queue(offset, end, NULL)
+
+    cdef void _stop(self) noexcept nogil:
+        pthread_mutex_lock(&self.queue.lock)
+        self.queue.stop = True
+        pthread_cond_signal(&self.queue.more)
+        pthread_mutex_unlock(&self.queue.lock)
+        pthread_join(self.thread, NULL)
+
+    def result(self):
+        cdef Hashes *h = &self.hashes
+        cdef int64_t chunk, start, length, index, cs = h.chunk_size, bs = h.block_size, bpc = h.blocks_per_chunk
+        cdef uint8_t digests[DIGEST * 1024]
+        cdef uint8_t *all_digests
+        cdef uint8_t digest[DIGEST]
+        cdef Chunk *c
+        if self.running:
+            with nogil:
+                self._stop()
+            self.running = False
+            self.kept.clear()
+        if h.out_of_memory:
+            raise MemoryError("out of memory for the bytes of blocks not yet whole")
+        if self.outcome is not None:
+            return self.outcome
+        chunks = []
+        all_digests = &digests[0]
+        if bpc > 1024:
+            all_digests = <uint8_t *>malloc(bpc * DIGEST)
+        if all_digests == NULL:
+            raise MemoryError("out of memory for a chunk's digests")
+        try:
+            for chunk in range(ceil_div(max(h.size, h.unsure_end), cs)):
+                start = chunk * cs
+                c = &h.chunks[chunk] if chunk < h.nchunks else NULL
+                if (c != NULL and c.state == CHUNK_UNKNOWN) or start >= h.size:
+                    chunks.append(None)
+                elif c != NULL and c.state == CHUNK_DONE:
+                    chunks.append((<char *>c.digest)[:DIGEST])
+                else:
+                    length = min(cs, h.size - start)
+                    with nogil:
+                        for index in range(ceil_div(length, bs)):
+                            if c != NULL and c.blocks != NULL and c.blocks[bpc * DIGEST + index]:
+                                memcpy(all_digests + index * DIGEST, c.blocks + index * DIGEST, DIGEST)
+                            else:
+                                block_digest(h, open_find(h, chunk * bpc + index), min(bs, length - index * bs),
+                                             all_digests + index * DIGEST)
+                        sha256(h, all_digests, ceil_div(length, bs) * DIGEST, digest)
+                    chunks.append((<char *>digest)[:DIGEST])
+        finally:
+            if all_digests != &digests[0]:
+                free(all_digests)
+        self.outcome = (h.size, chunks)
+        return self.outcome
+
+    def __dealloc__(self):
+        cdef int64_t chunk
+        if self.running:
+            with nogil:
+                self._stop()
+        if self.hashes.ctx != NULL:  # (else __cinit__ stopped before the thread and the locks)
+            pthread_mutex_destroy(&self.queue.lock)
+            pthread_cond_destroy(&self.queue.more)
+            pthread_cond_destroy(&self.queue.progress)
+            EVP_MD_CTX_free(self.hashes.ctx)
+        open_remove(&self.hashes, 0, INT64_MAX)
+        free(self.hashes.open)
+        for chunk in range(self.hashes.nchunks):
+            free(self.hashes.chunks[chunk].blocks)
+        free(self.hashes.chunks)

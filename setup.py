@@ -8,8 +8,9 @@ setup(
     packages=find_packages(include=["collector", "collector.*"]),
     ext_modules=cythonize(
         [Extension("collector._fastcopy", ["_fastcopy.pyx"], extra_compile_args=["-O3"],
-                   # makedumpfile's own compressors: libzstd (Debian libzstd-dev) and zlib.
-                   libraries=["zstd", "z"])],
+                   # makedumpfile's own compressors: libzstd (Debian libzstd-dev) and zlib; libcrypto
+                   # (libssl-dev): the manifest's SHA-256, the one hashlib uses.
+                   libraries=["zstd", "z", "crypto"])],
         compiler_directives={"language_level": "3"},
     ),
     # What mypy and ruff check against (pyproject.toml): Debian 12's python3, which the capture

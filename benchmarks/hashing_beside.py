@@ -1,9 +1,10 @@
 """Where the manifest's hashing cost comes from (issue 14): the same one-thread dump as in
 hashing_cost.py, in rounds of four in a shuffled order: two plain ones (the A/A control), one
-through the save job's HashingFile (its hashing thread shares the dump's GIL) and one plain
-while a separate process hashes as many bytes with SHA-256 at the dump's own pace (the same
-work on the second CPU, no GIL shared). If the second costs the dump as much as the first, the
-cost is the machine's (the second CPU's work); if not, it is the thread's sharing of the GIL.
+through the save job's HashingFile (fastcopy.FileHasher: with the compiled module a thread that
+never takes the GIL, with the pure-Python twin one that shares it) and one plain while a
+separate process hashes as many bytes with SHA-256 at the dump's own pace (the same work on the
+second CPU, no GIL shared). If the second costs the dump as much as the first, the cost is the
+machine's (the second CPU's work); if not, it is the hashing's own (the GIL, handing over).
 
     python -m benchmarks.hashing_beside VMCORE [DUMP_LEVEL [ROUNDS]]
 """

@@ -9,7 +9,7 @@ measured, so each round writes three dumps back to back in a shuffled order: two
 hashing and one with it. The cost is the median over the rounds of the hashed dump's time over
 the mean of its round's two plain ones; the two plain ones against each other (A/A) show what
 the same measurement gives where there is no difference: a cost inside their spread is not
-measurable here. The hashing runs on a thread beside the dump (hashlib releases the GIL), so it
+measurable here. The hashing runs on a thread beside the dump (fastcopy.FileHasher), so it
 shows in wall time only without a free second CPU, while the process CPU (both threads) shows it
 always; the dump's own thread's CPU is what the hashing costs the dump itself.
 

@@ -5,8 +5,14 @@ the pages they decompress to do not)."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import queue
 import struct
+import threading
 import zlib
+from bisect import bisect_left, bisect_right
+from collections import OrderedDict
 from collections.abc import Callable, Collection
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -320,3 +326,305 @@ def classify_pages(pages: Bytes, npages: int, p: Words, bitmap: WritableBytes, f
                 bitmap[bit >> 3] &= ~(1 << (bit & 7)) & 0xFF
                 counts[cls] += 1
         i = end
+
+
+# The integrity manifest's hashing (collector/integrity.py has the rules; the compiled module
+# does the same on a thread of its own that never takes the GIL). Writers write at any offsets
+# and rewrite their header at the end. A block is hashed once every byte of it is written; until
+# then only the bytes written are kept, as sparse extents, so memory is the sequential streams'
+# current blocks plus what was written out of order (the descriptors of the pages the value
+# order sends first), never the dump; past hold_bytes of those, the chunk holding most of them is
+# given up (not checked) rather than memory grown. The blocks within head_bytes of the start
+# (the headers written again at the end) and blocks with holes (zeros in the file) are hashed
+# when the result is asked for, so the dump's end waits for about one block's hashing. A chunk
+# whose content is not known is None: a write there failed, or came after a block of it was
+# hashed. Here the pieces are views of the writers' buffers, not copies, except a small part (up
+# to COPY_BYTES, less than half) of a write: its block may stay open until the dump ends (the one
+# where the descriptors end and the page data begins), and a view would hold the whole buffer.
+# Copying larger parts (the tails of the page data's writes, whose block the next write
+# completes) while holding the GIL made the dump's thread wait.
+COPY_BYTES = 64 << 10
+# Writes go to the hashing thread in batches of this many bytes or writes (each wakes it).
+BATCH_BYTES, BATCH_WRITES = 1 << 20, 64
+
+
+def _digest_parts(parts: list[Bytes]) -> bytes:
+    """The SHA-256 of the parts one after the other, without joining them."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
+    return digest.digest()
+
+
+@functools.cache
+def _zeros_digest(length: int) -> bytes:
+    return hashlib.sha256(bytes(length)).digest()
+
+
+class FileHasher:
+    """Block and chunk digests of a file written at any offsets (above), on a hashing thread:
+    ``take`` hands a write over before it is made (the buffer must not change afterwards),
+    ``failed`` says a write (offset -1: a sync) failed, ``result`` waits for the thread and
+    gives the file's size and each chunk's SHA-256 of its blocks' SHA-256 digests. An error of
+    the hashing is raised by ``result``, never by the dump's own calls."""
+
+    def __init__(self, chunk_size: int, block_size: int, head_bytes: int, hold_bytes: int, piece_bytes: int,
+                 unsure_bytes: int, ahead_bytes: int) -> None:
+        if block_size <= 0 or chunk_size <= 0 or chunk_size % block_size:
+            raise ValueError(f"chunk size {chunk_size} is not a multiple of block size {block_size}")
+        self._hashes = _Hashes(chunk_size, block_size, head_bytes, hold_bytes, piece_bytes, unsure_bytes)
+        self._ahead_bytes = ahead_bytes
+        # (offset, end, view) each, view None for a write that failed; None: no more writes.
+        self._batch: list[tuple[int, int, memoryview | None]] = []
+        self._batch_bytes = 0
+        self._batches: queue.SimpleQueue[list[tuple[int, int, memoryview | None]] | None] = queue.SimpleQueue()
+        self._sent = 0    # bytes handed to the hashing thread
+        self._taken = 0   # of those, bytes it has taken in
+        self._room = threading.Condition()
+        self._error: BaseException | None = None
+        self._outcome: tuple[int, list[bytes | None]] | None = None
+        self._thread = threading.Thread(target=self._run, name="hash", daemon=True)
+        self._thread.start()
+
+    def take(self, offset: int, data: Bytes) -> None:
+        if self._outcome is not None or not self._thread.is_alive():
+            raise ValueError("take after result")
+        view = memoryview(data).cast("B")
+        if view:
+            self._batch.append((offset, offset + len(view), view))
+            self._batch_bytes += len(view)
+            if self._batch_bytes >= BATCH_BYTES or len(self._batch) >= BATCH_WRITES:
+                self._hand_over()
+
+    def failed(self, offset: int, end: int) -> None:
+        if self._outcome is not None or not self._thread.is_alive():
+            raise ValueError("failed after result")
+        self._batch.append((offset, end, None))
+        self._hand_over()
+
+    def result(self) -> tuple[int, list[bytes | None]]:
+        if self._thread.is_alive():
+            self._hand_over()
+            self._batches.put(None)
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        if self._outcome is None:
+            self._outcome = self._hashes.result()
+        return self._outcome
+
+    def _hand_over(self) -> None:
+        if not self._batch:
+            return
+        self._batches.put(self._batch)
+        self._sent += self._batch_bytes
+        self._batch, self._batch_bytes = [], 0
+        if self._sent - self._taken > self._ahead_bytes:
+            with self._room:
+                while self._sent - self._taken > self._ahead_bytes:
+                    self._room.wait()
+
+    def _run(self) -> None:
+        while (batch := self._batches.get()) is not None:
+            taken = 0
+            for offset, end, view in batch:
+                try:
+                    if self._error is None:
+                        self._hashes.take(offset, view) if view is not None else self._hashes.failed(offset, end)
+                except BaseException as e:  # raised by result(); the dump goes on
+                    self._error = e
+                taken += 0 if view is None else len(view)
+            with self._room:
+                self._taken += taken
+                self._room.notify()
+
+
+class _Extents:
+    """The bytes written so far into one block: sorted, non-overlapping (start, data) pieces,
+    a later write replacing what it overlaps. Pieces are views (module docstring)."""
+
+    def __init__(self, piece_bytes: int) -> None:
+        self.piece_bytes = piece_bytes
+        self.starts: list[int] = []
+        self.pieces: list[Bytes] = []
+        self.covered = 0
+
+    def put(self, start: int, data: Bytes) -> None:
+        end = start + len(data)
+        lo = bisect_right(self.starts, start) - 1
+        if lo < 0 or self.starts[lo] + len(self.pieces[lo]) <= start:
+            lo += 1
+        hi = bisect_left(self.starts, end)
+        starts, pieces = [start], [data]
+        if lo < hi:
+            first, last = self.starts[lo], self.starts[hi - 1]
+            if first < start:
+                starts.insert(0, first)
+                pieces.insert(0, self.pieces[lo][:start - first])
+            tail = self.pieces[hi - 1][end - last:]
+            if tail:
+                starts.append(end)
+                pieces.append(tail)
+            self.covered -= sum(len(piece) for piece in self.pieces[lo:hi])
+        self.starts[lo:hi] = starts
+        self.pieces[lo:hi] = pieces
+        self.covered += sum(len(piece) for piece in pieces)
+
+    @property
+    def held(self) -> int:
+        """What keeping these pieces costs, about."""
+        return self.covered + self.piece_bytes * len(self.pieces)
+
+    def parts(self, length: int) -> list[Bytes]:
+        """The block's first ``length`` bytes in order, zeros where nothing was written."""
+        parts: list[Bytes] = []
+        at = 0
+        for start, piece in zip(self.starts, self.pieces, strict=True):
+            if start >= length:
+                break
+            if start > at:
+                parts.append(bytes(start - at))
+            parts.append(piece[:length - start])
+            at = start + len(parts[-1])
+        if at < length:
+            parts.append(bytes(length - at))
+        return parts
+
+
+class _Hashes:
+    """What the hashing thread knows of the file: the blocks hashed, the blocks still open, the
+    chunks done and those whose content is not known. Only that thread touches it, until the
+    manifest is made."""
+
+    def __init__(self, chunk_size: int, block_size: int, head_bytes: int, hold_bytes: int, piece_bytes: int,
+                 unsure_bytes: int) -> None:
+        self.chunk_size, self.block_size = chunk_size, block_size
+        self.piece_bytes, self.unsure_bytes = piece_bytes, unsure_bytes
+        self.blocks_per_chunk = chunk_size // block_size
+        self.head_blocks = -(-head_bytes // block_size)
+        self.hold_bytes = hold_bytes
+        self.size = 0          # end of the furthest write that succeeded
+        self.size_before = 0   # what it was before the last write taken (which may fail)
+        self.unsure_end = 0    # end of the furthest write that failed
+        self.open: dict[int, _Extents] = {}                  # block -> what is written of it
+        self.held: dict[int, int] = {}                       # chunk -> what its open blocks hold
+        self.holding = 0                                     # all of those
+        self.digests: dict[int, list[bytes | None]] = {}     # chunk -> its blocks' digests so far
+        self.done: dict[int, bytes] = {}                     # chunk -> its digest
+        self.unknown: set[int] = set()
+        # Chunks written within the last unsure_bytes written, oldest first: chunk -> bytes
+        # written (the clock) when it was last written to.
+        self.recent: OrderedDict[int, int] = OrderedDict()
+        self.clock = 0
+
+    def take(self, offset: int, view: memoryview) -> None:
+        end = offset + len(view)
+        self.size_before, self.size = self.size, max(self.size, end)
+        self.clock += len(view)
+        cs, bs = self.chunk_size, self.block_size
+        for chunk in range(offset // cs, -(-end // cs)):
+            self.recent[chunk] = self.clock
+            self.recent.move_to_end(chunk)
+        while next(iter(self.recent.values())) < self.clock - self.unsure_bytes:
+            self.recent.popitem(last=False)
+        bpc = self.blocks_per_chunk
+        for chunk in range(offset // cs, -(-end // cs)):
+            if chunk in self.unknown:
+                continue
+            first, last = max(offset // bs, chunk * bpc), min(-(-end // bs), (chunk + 1) * bpc)
+            digests = self._digests(chunk)
+            if chunk in self.done or digests[first - chunk * bpc:last - chunk * bpc].count(None) != last - first:
+                self._give_up({chunk})  # rewritten after it was hashed: its content is not known
+                continue
+            # The blocks this write covers whole are hashed from it at once (what was written
+            # of them before is replaced), the others (edges, the head) kept as extents.
+            whole_first, whole_last = max(-(-offset // bs), self.head_blocks, first), min(end // bs, last)
+            if whole_first < whole_last:
+                if self.held.get(chunk):
+                    for block in range(whole_first, whole_last):
+                        if (extents := self.open.pop(block, None)) is not None:
+                            self._hold(chunk, -extents.held)
+                digests[whole_first - chunk * bpc:whole_last - chunk * bpc] = [
+                    hashlib.sha256(view[at - offset:at - offset + bs]).digest()
+                    for at in range(whole_first * bs, whole_last * bs, bs)]
+            for block in (*range(first, min(whole_first, last)), *range(max(whole_last, whole_first, first), last)):
+                start = block * bs
+                lo, hi = max(offset, start), min(end, start + bs)
+                piece = view[lo - offset:hi - offset]
+                extents = self.open.get(block)
+                if extents is None:
+                    extents = self.open[block] = _Extents(self.piece_bytes)
+                held = extents.held
+                extents.put(lo - start, piece)
+                if extents.covered == bs and block >= self.head_blocks:
+                    del self.open[block]
+                    self._hold(chunk, -held)
+                    digests[block - chunk * bpc] = _digest_parts(extents.pieces)
+                    continue
+                if len(piece) <= COPY_BYTES and 2 * len(piece) < len(view):  # (FileHasher)
+                    extents.put(lo - start, bytes(piece))
+                self._hold(chunk, extents.held - held)
+            if None not in digests:
+                self.done[chunk] = _digest_parts([digest for digest in digests if digest is not None])
+                del self.digests[chunk]
+        if self.holding > self.hold_bytes:  # the chunk holding most (the lowest of equals) is given up
+            self._give_up({max(self.held, key=lambda chunk: (self.held[chunk], -chunk))})
+
+    def failed(self, offset: int, end: int) -> None:
+        """What a failed write or sync (offset -1: at the end of what was written) makes
+        unknown: its own bytes and those of the writes just before it. A failed write that
+        was not empty is the one taken last: it did not make the file that long."""
+        if offset < 0:
+            offset = end = self.size
+        elif end > offset:
+            self.size = self.size_before
+        self.unsure_end = max(self.unsure_end, end)
+        cs = self.chunk_size
+        self._give_up({*self.recent, *range(offset // cs, max(offset // cs + 1, -(-end // cs)))})
+
+    def _hold(self, chunk: int, change: int) -> None:
+        self.held[chunk] = self.held.get(chunk, 0) + change
+        self.holding += change
+
+    def _digests(self, chunk: int) -> list[bytes | None]:
+        digests = self.digests.get(chunk)
+        if digests is None:
+            digests = self.digests[chunk] = [None] * self.blocks_per_chunk
+        return digests
+
+    def _give_up(self, chunks: set[int]) -> None:
+        self.unknown |= chunks
+        for chunk in chunks:
+            self.done.pop(chunk, None)
+            self.digests.pop(chunk, None)
+            held = self.held.pop(chunk, None)
+            if held is not None:
+                self.holding -= held
+                first = chunk * self.blocks_per_chunk
+                for block in range(first, first + self.blocks_per_chunk):
+                    self.open.pop(block, None)
+
+    def result(self) -> tuple[int, list[bytes | None]]:
+        """The file's size and each chunk's digest (None: not known)."""
+        cs, bs = self.chunk_size, self.block_size
+        chunks: list[bytes | None] = []
+        for chunk in range(-(-max(self.size, self.unsure_end) // cs)):
+            start = chunk * cs
+            if chunk in self.unknown or start >= self.size:
+                chunks.append(None)
+            elif chunk in self.done:
+                chunks.append(self.done[chunk])
+            else:
+                length = min(cs, self.size - start)
+                digests = self.digests.get(chunk, [None] * self.blocks_per_chunk)
+                chunks.append(_digest_parts([
+                    digest if (digest := digests[index]) is not None
+                    else self._open_block_digest(chunk * self.blocks_per_chunk + index, min(bs, length - index * bs))
+                    for index in range(-(-length // bs))]))
+        return self.size, chunks
+
+    def _open_block_digest(self, block: int, length: int) -> bytes:
+        """The digest of a block not hashed yet: its first ``length`` bytes, zeros where
+        nothing was written."""
+        extents = self.open.get(block)
+        return _zeros_digest(length) if extents is None else _digest_parts(extents.parts(length))

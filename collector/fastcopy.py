@@ -45,3 +45,4 @@ clear_zero_pages = impl.clear_zero_pages
 count_bits = impl.count_bits
 bit_runs = impl.bit_runs
 classify_pages = impl.classify_pages
+FileHasher = impl.FileHasher

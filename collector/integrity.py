@@ -8,55 +8,44 @@ is complete. A chunk's digest is the SHA-256 of the SHA-256 digests of its BLOCK
 order. A check then names the first damaged chunk, not only "the file differs".
 
 Writers write at any offsets, and rewrite their header at the end. The dump's own thread only
-hands each write's buffer (a view, not a copy) to a hashing thread, in batches; everything else
-happens there (issue 14: the hash must not slow a one-thread dump). A block is hashed once every
-byte of it is written (hashlib releases the GIL); until then only the bytes written are kept,
-as sparse extents, so memory is the sequential streams' current blocks plus what was written
-out of order (the descriptors of the pages the value order sends first), never the dump; past
-HOLD_BYTES of those, the chunk holding most of them is given up (not checked) rather than
-memory grown. The file's first block (the headers written again at the end) and blocks with
-holes (zeros in the file) are hashed when the manifest is made, so the dump's end waits for
-about one block's hashing whatever the dump's size (with whole 4 MiB chunks it was the first
-chunk and the last one, some 6 ms). A chunk whose content is not known is recorded as null and
-not checked: a write there failed, or came after a block of it was hashed.
+queues each write's buffer (a view, not a copy) for fastcopy.FileHasher, which hashes each block
+once every byte of it is written, beside the dump (issue 14: the hash must not slow a one-thread
+dump): the compiled module on a thread of its own that never takes the GIL (a Python thread
+sharing the GIL with the dump cost 2-4% even though hashlib releases it), its pure-Python twin
+on a Python thread. Memory is the sequential streams' current blocks plus the bytes written out
+of order (the descriptors of the pages the value order sends first), never the dump: past
+HOLD_BYTES of those, the chunk holding most of them is given up (not checked) rather than memory
+grown. The file's first block (the headers written again at the end) and blocks with holes
+(zeros in the file) are hashed when the manifest is made, so the dump's end waits for about one
+block's hashing whatever the dump's size. A chunk whose content is not known is recorded as null
+and not checked: a write there failed, or came after a block of it was hashed.
 
 So a writer must not change a buffer after write_at returns (the Sink contract; the kdump and
 ELF writers hand over a new buffer each time: tests/test_integrity.py checks both); resizing
-one would raise BufferError. A block left open with a small part (up to COPY_BYTES, less than
-half) of a write keeps a copy of it, not a hold on the whole buffer, as such a block may stay
-open until the dump ends (the one where the descriptors end and the page data begins). Larger
-parts stay views, not copied: they are the tails of the page data's 1 MiB writes, whose block
-the next write completes, and copying them (fresh memory: page faults) while holding the GIL
-made the dump's thread wait.
+one would raise BufferError.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
-import queue
-import threading
-from bisect import bisect_left, bisect_right
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import CollectorError
+from .fastcopy import FileHasher
 from .targets import Target, TargetFile
 
 CHUNK_SIZE = 4 << 20
-# Each block is one hashlib call, which gives up the GIL and takes it back: 64 KiB blocks, 16
-# times as many, made the dump's own thread wait for it measurably (issue 14).
+# Each block is one SHA-256 call (in the twin one hashlib call, which gives up the GIL and takes
+# it back: 64 KiB blocks, 16 times as many, made the dump's own thread wait measurably).
 BLOCK_SIZE = 1 << 20
 MANIFEST_SUFFIX = ".manifest.json"
 KIND, VERSION, HASH = "vmcore-collector manifest", 2, "sha256 of sha256 blocks"
-# Bytes handed to the hashing thread and not yet taken in: the dump waits beyond that.
+# Bytes queued for the hashing and not yet taken in: the dump waits beyond that.
 HASH_AHEAD = 8 << 20
-# Writes are handed over in batches of this many bytes or writes (each batch wakes the thread).
-BATCH_BYTES, BATCH_WRITES = 1 << 20, 64
 # The blocks within this many bytes of the file's start are hashed when the manifest is made:
 # the kdump writer rewrites its header (at 0) and sub-header (one page on, up to 64 KiB pages).
 HEAD_BYTES = 128 << 10
@@ -64,7 +53,6 @@ HEAD_BYTES = 128 << 10
 # this, the chunk that holds most of them is given up (a capture kernel may have 128 MiB).
 HOLD_BYTES = 32 << 20
 PIECE_BYTES = 200
-COPY_BYTES = 64 << 10  # (module docstring)
 # When a write fails, the writes before it within this many bytes may not have reached the
 # target either (an SFTP target acknowledges up to 4 MiB later): their chunks are not checked.
 UNSURE_BYTES = 8 << 20
@@ -74,24 +62,8 @@ EXIT_INTACT, EXIT_DAMAGED, EXIT_NO_MANIFEST = 0, 1, 2
 READ_BYTES = 1 << 20
 
 
-Buffer = bytes | bytearray | memoryview
-
-
-def _digest(data: Buffer) -> str:
+def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _digest_parts(parts: list[Buffer]) -> bytes:
-    """The SHA-256 of the parts one after the other, without joining them."""
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(part)
-    return digest.digest()
-
-
-@functools.cache
-def _zeros_digest(length: int) -> bytes:
-    return hashlib.sha256(bytes(length)).digest()
 
 
 def chunk_digest(block_digests: list[bytes]) -> str:
@@ -166,228 +138,30 @@ def manifest_bound(dump_size_bound: int) -> int:
     return max(len(largest.to_json()), len(PENDING))
 
 
-class _Extents:
-    """The bytes written so far into one block: sorted, non-overlapping (start, data) pieces,
-    a later write replacing what it overlaps. Pieces are views (module docstring)."""
-
-    def __init__(self) -> None:
-        self.starts: list[int] = []
-        self.pieces: list[Buffer] = []
-        self.covered = 0
-
-    def put(self, start: int, data: Buffer) -> None:
-        end = start + len(data)
-        lo = bisect_right(self.starts, start) - 1
-        if lo < 0 or self.starts[lo] + len(self.pieces[lo]) <= start:
-            lo += 1
-        hi = bisect_left(self.starts, end)
-        starts, pieces = [start], [data]
-        if lo < hi:
-            first, last = self.starts[lo], self.starts[hi - 1]
-            if first < start:
-                starts.insert(0, first)
-                pieces.insert(0, self.pieces[lo][:start - first])
-            tail = self.pieces[hi - 1][end - last:]
-            if tail:
-                starts.append(end)
-                pieces.append(tail)
-            self.covered -= sum(len(piece) for piece in self.pieces[lo:hi])
-        self.starts[lo:hi] = starts
-        self.pieces[lo:hi] = pieces
-        self.covered += sum(len(piece) for piece in pieces)
-
-    @property
-    def held(self) -> int:
-        """What keeping these pieces costs, about."""
-        return self.covered + PIECE_BYTES * len(self.pieces)
-
-    def parts(self, length: int) -> list[Buffer]:
-        """The block's first ``length`` bytes in order, zeros where nothing was written."""
-        parts: list[Buffer] = []
-        at = 0
-        for start, piece in zip(self.starts, self.pieces, strict=True):
-            if start >= length:
-                break
-            if start > at:
-                parts.append(bytes(start - at))
-            parts.append(piece[:length - start])
-            at = start + len(parts[-1])
-        if at < length:
-            parts.append(bytes(length - at))
-        return parts
-
-
-class _Hashes:
-    """What the hashing thread knows of the file: the blocks hashed, the blocks still open, the
-    chunks done and those whose content is not known. Only that thread touches it, until the
-    manifest is made."""
-
-    def __init__(self, chunk_size: int, block_size: int, head_bytes: int, hold_bytes: int) -> None:
-        self.chunk_size, self.block_size = chunk_size, block_size
-        self.blocks_per_chunk = chunk_size // block_size
-        self.head_blocks = -(-head_bytes // block_size)
-        self.hold_bytes = hold_bytes
-        self.size = 0          # end of the furthest write that succeeded
-        self.size_before = 0   # what it was before the last write taken (which may fail)
-        self.unsure_end = 0    # end of the furthest write that failed
-        self.open: dict[int, _Extents] = {}                  # block -> what is written of it
-        self.held: dict[int, int] = {}                       # chunk -> what its open blocks hold
-        self.holding = 0                                     # all of those
-        self.digests: dict[int, list[bytes | None]] = {}     # chunk -> its blocks' digests so far
-        self.done: dict[int, str] = {}                       # chunk -> its digest
-        self.unknown: set[int] = set()
-        # Chunks written within the last UNSURE_BYTES written, oldest first: chunk -> bytes
-        # written (the clock) when it was last written to.
-        self.recent: OrderedDict[int, int] = OrderedDict()
-        self.clock = 0
-
-    def take(self, offset: int, view: memoryview) -> None:
-        end = offset + len(view)
-        self.size_before, self.size = self.size, max(self.size, end)
-        self.clock += len(view)
-        cs, bs = self.chunk_size, self.block_size
-        for chunk in range(offset // cs, -(-end // cs)):
-            self.recent[chunk] = self.clock
-            self.recent.move_to_end(chunk)
-        while next(iter(self.recent.values())) < self.clock - UNSURE_BYTES:
-            self.recent.popitem(last=False)
-        bpc = self.blocks_per_chunk
-        for chunk in range(offset // cs, -(-end // cs)):
-            if chunk in self.unknown:
-                continue
-            first, last = max(offset // bs, chunk * bpc), min(-(-end // bs), (chunk + 1) * bpc)
-            digests = self._digests(chunk)
-            if chunk in self.done or digests[first - chunk * bpc:last - chunk * bpc].count(None) != last - first:
-                self._give_up({chunk})  # rewritten after it was hashed: its content is not known
-                continue
-            # The blocks this write covers whole are hashed from it at once (what was written
-            # of them before is replaced), the others (edges, the head) kept as extents.
-            whole_first, whole_last = max(-(-offset // bs), self.head_blocks, first), min(end // bs, last)
-            if whole_first < whole_last:
-                if self.held.get(chunk):
-                    for block in range(whole_first, whole_last):
-                        if (extents := self.open.pop(block, None)) is not None:
-                            self._hold(chunk, -extents.held)
-                digests[whole_first - chunk * bpc:whole_last - chunk * bpc] = [
-                    hashlib.sha256(view[at - offset:at - offset + bs]).digest()
-                    for at in range(whole_first * bs, whole_last * bs, bs)]
-            for block in (*range(first, min(whole_first, last)), *range(max(whole_last, whole_first, first), last)):
-                start = block * bs
-                lo, hi = max(offset, start), min(end, start + bs)
-                piece = view[lo - offset:hi - offset]
-                extents = self.open.get(block)
-                if extents is None:
-                    extents = self.open[block] = _Extents()
-                held = extents.held
-                extents.put(lo - start, piece)
-                if extents.covered == bs and block >= self.head_blocks:
-                    del self.open[block]
-                    self._hold(chunk, -held)
-                    digests[block - chunk * bpc] = _digest_parts(extents.pieces)
-                    continue
-                if len(piece) <= COPY_BYTES and 2 * len(piece) < len(view):  # (module docstring)
-                    extents.put(lo - start, bytes(piece))
-                self._hold(chunk, extents.held - held)
-            if None not in digests:
-                self.done[chunk] = chunk_digest([digest for digest in digests if digest is not None])
-                del self.digests[chunk]
-        if self.holding > self.hold_bytes:
-            self._give_up({max(self.held, key=self.held.__getitem__)})
-
-    def failed(self, offset: int, end: int) -> None:
-        """What a failed write or sync (offset -1: at the end of what was written) makes
-        unknown: its own bytes and those of the writes just before it. A failed write that
-        was not empty is the one taken last: it did not make the file that long."""
-        if offset < 0:
-            offset = end = self.size
-        elif end > offset:
-            self.size = self.size_before
-        self.unsure_end = max(self.unsure_end, end)
-        cs = self.chunk_size
-        self._give_up({*self.recent, *range(offset // cs, max(offset // cs + 1, -(-end // cs)))})
-
-    def _hold(self, chunk: int, change: int) -> None:
-        self.held[chunk] = self.held.get(chunk, 0) + change
-        self.holding += change
-
-    def _digests(self, chunk: int) -> list[bytes | None]:
-        digests = self.digests.get(chunk)
-        if digests is None:
-            digests = self.digests[chunk] = [None] * self.blocks_per_chunk
-        return digests
-
-    def _give_up(self, chunks: set[int]) -> None:
-        self.unknown |= chunks
-        for chunk in chunks:
-            self.done.pop(chunk, None)
-            self.digests.pop(chunk, None)
-            held = self.held.pop(chunk, None)
-            if held is not None:
-                self.holding -= held
-                first = chunk * self.blocks_per_chunk
-                for block in range(first, first + self.blocks_per_chunk):
-                    self.open.pop(block, None)
-
-    def manifest(self, complete: bool) -> Manifest:
-        cs, bs = self.chunk_size, self.block_size
-        chunks: list[str | None] = []
-        for chunk in range(-(-max(self.size, self.unsure_end) // cs)):
-            start = chunk * cs
-            if chunk in self.unknown or start >= self.size:
-                chunks.append(None)
-            elif chunk in self.done:
-                chunks.append(self.done[chunk])
-            else:
-                length = min(cs, self.size - start)
-                digests = self.digests.get(chunk, [None] * self.blocks_per_chunk)
-                chunks.append(chunk_digest([
-                    digest if (digest := digests[index]) is not None
-                    else self._open_block_digest(chunk * self.blocks_per_chunk + index, min(bs, length - index * bs))
-                    for index in range(-(-length // bs))]))
-        return Manifest(self.size, complete, tuple(chunks), cs, bs)
-
-    def _open_block_digest(self, block: int, length: int) -> bytes:
-        """The digest of a block not hashed yet: its first ``length`` bytes, zeros where
-        nothing was written."""
-        extents = self.open.get(block)
-        return _zeros_digest(length) if extents is None else _digest_parts(extents.parts(length))
-
-
 class HashingFile:
-    """A TargetFile that hashes what is written through it (module docstring); ``manifest()``
-    says what the file holds. Writes that fail are not taken for content."""
+    """A TargetFile that hashes what is written through it (fastcopy.FileHasher, beside the
+    dump); ``manifest()`` says what the file holds. Writes that fail are not taken for content.
+    A writer must not change a buffer after write_at returns (the Sink contract; the kdump and
+    ELF writers hand over a new buffer each time: tests/test_integrity.py checks both)."""
 
     def __init__(self, file: TargetFile, chunk_size: int = CHUNK_SIZE, block_size: int = BLOCK_SIZE,
                  head_bytes: int = HEAD_BYTES, hold_bytes: int = HOLD_BYTES) -> None:
         self.file = file
-        self._hashes = _Hashes(chunk_size, block_size, head_bytes, hold_bytes)
-        # Writes go to the hashing thread in batches (each wakes it): (offset, end, view) each,
-        # view None for a write that failed; None: no more writes.
-        self._batch: list[tuple[int, int, memoryview | None]] = []
-        self._batch_bytes = 0
-        self._batches: queue.SimpleQueue[list[tuple[int, int, memoryview | None]] | None] = queue.SimpleQueue()
-        self._sent = 0    # bytes handed to the hashing thread
-        self._taken = 0   # of those, bytes it has taken in
-        self._room = threading.Condition()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="hash", daemon=True)
-        self._thread.start()
+        self.chunk_size, self.block_size = chunk_size, block_size
+        self._hasher = FileHasher(chunk_size, block_size, head_bytes, hold_bytes, PIECE_BYTES, UNSURE_BYTES,
+                                  HASH_AHEAD)
+        self._error: Exception | None = None
+        self._outcome: tuple[int, list[bytes | None]] | None = None
 
     def write_at(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data).cast("B")
-        if view:  # (an empty write changes nothing, not even the file's size)
-            # Handed over before it is made: the hashing thread then takes its batch in while
-            # this one waits for the target without the GIL, rather than wakes to contend for
-            # it (issue 14: 0.5-0.7% of a -d 31 dump's time). A write that fails is taken back.
-            self._batch.append((offset, offset + len(view), view))
-            self._batch_bytes += len(view)
-            if self._batch_bytes >= BATCH_BYTES or len(self._batch) >= BATCH_WRITES:
-                self._hand_over()
+        # Handed over before it is made: the hashing then goes on while this thread waits for
+        # the target. A write that fails is taken back.
+        self._hand(self._hasher.take, offset, view)
         try:
             self.file.write_at(offset, data)
         except OSError:
-            self._batch.append((offset, offset + len(view), None))
-            self._hand_over()
+            self._hand(self._hasher.failed, offset, offset + len(view))
             raise
 
     def reserve(self, offset: int, length: int) -> None:
@@ -399,10 +173,8 @@ class HashingFile:
         try:
             self.file.sync()
         except OSError:
-            self._batch.append((-1, -1, None))
+            self._hand(self._hasher.failed, -1, -1)
             raise
-        finally:
-            self._hand_over()
 
     def close(self) -> None:
         """Close the file; the writes handed over are hashed (manifest() still works)."""
@@ -415,40 +187,26 @@ class HashingFile:
         """What the file holds now; call after the last write. CollectorError if the hashing
         failed (the dump does not: it is only not checkable)."""
         self._finish()
-        if self._error is not None:
-            raise CollectorError(f"hashing the dump failed ({type(self._error).__name__}: {self._error})")
-        return self._hashes.manifest(complete)
+        if self._outcome is None:
+            error = self._error
+            raise CollectorError(f"hashing the dump failed ({type(error).__name__}: {error})")
+        size, chunks = self._outcome
+        return Manifest(size, complete, tuple(None if chunk is None else chunk.hex() for chunk in chunks),
+                        self.chunk_size, self.block_size)
 
-    def _hand_over(self) -> None:
-        if not self._batch:
-            return
-        self._batches.put(self._batch)
-        self._sent += self._batch_bytes
-        self._batch, self._batch_bytes = [], 0
-        if self._sent - self._taken > HASH_AHEAD:
-            with self._room:
-                while self._sent - self._taken > HASH_AHEAD:
-                    self._room.wait()
+    def _hand(self, action: Callable[[int, Any], None], offset: int, data: Any) -> None:
+        if self._error is None:
+            try:
+                action(offset, data)
+            except Exception as e:  # raised by manifest(); the dump goes on
+                self._error = e
 
     def _finish(self) -> None:
-        if self._thread.is_alive():
-            self._hand_over()
-            self._batches.put(None)
-            self._thread.join()
-
-    def _run(self) -> None:
-        while (batch := self._batches.get()) is not None:
-            taken = 0
-            for offset, end, view in batch:
-                try:
-                    if self._error is None:
-                        self._hashes.take(offset, view) if view is not None else self._hashes.failed(offset, end)
-                except BaseException as e:  # raised by manifest(); the dump goes on
-                    self._error = e
-                taken += 0 if view is None else len(view)
-            with self._room:
-                self._taken += taken
-                self._room.notify()
+        if self._outcome is None and self._error is None:
+            try:
+                self._outcome = self._hasher.result()
+            except Exception as e:
+                self._error = e
 
 
 def manifest_path(dump_path: str) -> str:

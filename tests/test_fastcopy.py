@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import hashlib
 import random
 import zlib
 from array import array
@@ -236,3 +237,41 @@ def test_kallsyms_find_returns_exactly_the_wanted_names_in_both_twins(table, dat
         # a name whose bit is clear is not looked up: the bitmap is what filters in C
         assert impl.kallsyms_find(names, len(expanded), token_table, token_index, everything, token_lengths,
                                   everything, bytes(len(name_bitmap(()))), wanted) == []
+
+
+hasher_operations = st.lists(st.one_of(
+    st.tuples(st.just("write"), st.integers(0, 600), st.binary(min_size=0, max_size=200)),
+    st.tuples(st.just("failed"), st.integers(-1, 600), st.integers(0, 200))), max_size=60)
+
+
+@given(hasher_operations, st.sampled_from([(64, 16), (64, 64), (96, 32)]), st.integers(0, 80),
+       st.sampled_from([1 << 30, 600, 150]), st.sampled_from([1 << 30, 300]))
+def test_file_hashers_give_the_same_digests_and_give_up_the_same_chunks_in_both_twins(
+        operations, sizes, head_bytes, hold_bytes, unsure_bytes):
+    """Any writes, overlapping or not, failing or not, with limits that give chunks up: the
+    compiled hasher (its own thread, copies) and the twin (a Python thread, views) agree."""
+    chunk_size, block_size = sizes
+    results = []
+    for impl in IMPLS:
+        hasher = impl.FileHasher(chunk_size, block_size, head_bytes, hold_bytes, 8, unsure_bytes, 1000)
+        for kind, offset, value in operations:
+            if kind == "write":
+                hasher.take(offset, value)
+            else:
+                hasher.failed(offset, -1 if offset < 0 else offset + value)
+        results.append(hasher.result())
+    assert all(result == results[0] for result in results)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_a_file_hasher_digests_blocks_and_chunks_with_sha256(impl):
+    hasher = impl.FileHasher(64, 16, 0, 1 << 20, 8, 1 << 20, 1 << 20)
+    data = random.Random(1).randbytes(100)
+    hasher.take(0, data[:70])
+    hasher.take(70, memoryview(data)[70:])
+    size, chunks = hasher.result()
+    blocks = [hashlib.sha256(data[at:min(at + 16, len(data))]).digest() for at in range(0, 100, 16)]
+    assert (size, chunks) == (100, [hashlib.sha256(b"".join(blocks[:4])).digest(),
+                                    hashlib.sha256(b"".join(blocks[4:])).digest()])
+    with pytest.raises(ValueError):
+        hasher.take(100, b"late")

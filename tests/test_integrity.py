@@ -277,9 +277,11 @@ def test_a_flattened_stream_has_the_manifest_of_the_stream_as_sent(vmcore, tmp_p
 
 @pytest.mark.vmcore(random_pages=512)
 def test_a_failure_of_the_hashing_costs_the_manifest_not_the_dump(vmcore, tmp_path, monkeypatch, capsys):
-    def broken(self, offset, view):
-        raise MemoryError("no room")
-    monkeypatch.setattr(integrity._Hashes, "take", broken)
+    class Broken(integrity.FileHasher):  # as when the hashing runs out of memory
+        def result(self):
+            super().result()
+            raise MemoryError("no room")
+    monkeypatch.setattr(integrity, "FileHasher", Broken)
     assert save_in_process(str(vmcore), str(tmp_path / "dumps")) == 0
     directory = only_dump_dir(tmp_path / "dumps")
     # The dump committed, complete, under its final name; its manifest says why it is none.

@@ -30,7 +30,7 @@ RUNTIME_PACKAGES = ("python3.11-minimal", "libpython3.11-minimal", "libpython3.1
                     "zlib1g", "libssl3", "libbz2-1.0", "liblzma5", "libffi8", "libzstd1")
 # The cross-compiler's sysroot: headers and link-time libraries of the same arm64 packages.
 BUILD_PACKAGES = ("libc6", "libc6-dev", "linux-libc-dev", "libcrypt-dev", "libzstd1", "libzstd-dev", "zlib1g",
-                  "zlib1g-dev", "libpython3.11-dev")
+                  "zlib1g-dev", "libssl3", "libssl-dev", "libpython3.11-dev")
 CROSS_CC = "aarch64-linux-gnu-gcc"
 EXT_SUFFIX = ".cpython-311-aarch64-linux-gnu.so"
 # Python's own flags for extension modules (sysconfig CFLAGS, CCSHARED) with setup.py's -O3.
@@ -92,11 +92,12 @@ def fastcopy_module() -> Path:
     key = hashlib.sha256(_pyx().read_bytes() + Cython.__version__.encode() + " ".join(CFLAGS).encode())
     with assets.locked("arm64-fastcopy"):
         sysroot = assets.cache_dir() / "sysroot-arm64"
-        if not (sysroot / "READY").exists():
+        ready = sysroot / "READY"  # names the packages unpacked: a sysroot of other ones is made again
+        if not ready.exists() or ready.read_text() != " ".join(BUILD_PACKAGES):
             if sysroot.exists():
                 shutil.rmtree(sysroot)
             _unpack(BUILD_PACKAGES, sysroot)
-            (sysroot / "READY").write_text("")
+            ready.write_text(" ".join(BUILD_PACKAGES))
         module = assets.cache_dir() / "fastcopy-arm64" / key.hexdigest()[:16] / f"_fastcopy{EXT_SUFFIX}"
         if not module.exists():
             module.parent.mkdir(parents=True, exist_ok=True)
@@ -107,7 +108,7 @@ def fastcopy_module() -> Path:
             include = sysroot / "usr" / "include"
             result = subprocess.run([CROSS_CC, f"--sysroot={sysroot}", *CFLAGS, f"-I{include / 'python3.11'}",
                                      f"-I{include / 'aarch64-linux-gnu' / 'python3.11'}", str(c_file),
-                                     "-o", str(partial), "-lzstd", "-lz"], capture_output=True, text=True)
+                                     "-o", str(partial), "-lzstd", "-lz", "-lcrypto"], capture_output=True, text=True)
             if result.returncode != 0:
                 raise TestbedError(f"{CROSS_CC} _fastcopy.c failed:\n{result.stderr[-3000:]}")
             partial.rename(module)
