@@ -5,7 +5,6 @@ the pages they decompress to do not)."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import queue
 import struct
@@ -14,7 +13,7 @@ import zlib
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Collection
-from functools import partial
+from functools import cache, partial
 from typing import TYPE_CHECKING, Any
 
 from .dump_level import DL_CACHE, DL_CACHE_PRIVATE, DL_FREE, DL_USER
@@ -356,7 +355,7 @@ def _digest_parts(parts: list[Bytes]) -> bytes:
     return digest.digest()
 
 
-@functools.cache
+@cache
 def _zeros_digest(length: int) -> bytes:
     return hashlib.sha256(bytes(length)).digest()
 
@@ -441,7 +440,7 @@ class FileHasher:
 
 class _Extents:
     """The bytes written so far into one block: sorted, non-overlapping (start, data) pieces,
-    a later write replacing what it overlaps. Pieces are views (module docstring)."""
+    a later write replacing what it overlaps. Pieces are views (above)."""
 
     def __init__(self, piece_bytes: int) -> None:
         self.piece_bytes = piece_bytes
