@@ -1,10 +1,12 @@
 """Where the manifest's hashing cost comes from (issue 14): the same one-thread dump as in
-hashing_cost.py, in rounds of four in a shuffled order: two plain ones (the A/A control), one
+hashing_cost.py, in rounds of five in a shuffled order: two plain ones (the A/A control), one
 through the save job's HashingFile (fastcopy.FileHasher: with the compiled module a thread that
-never takes the GIL, with the pure-Python twin one that shares it) and one plain while a
-separate process hashes as many bytes with SHA-256 at the dump's own pace (the same work on the
-second CPU, no GIL shared). If the second costs the dump as much as the first, the cost is the
-machine's (the second CPU's work); if not, it is the hashing's own (the GIL, handing over).
+never takes the GIL), one through a HashingFile with the pure-Python twin's FileHasher (a
+Python thread sharing the GIL with the dump) and one plain while a separate process hashes as
+many bytes with SHA-256 at the dump's own pace (the same work on the second CPU, no GIL shared).
+If the process costs the dump as much as the thread, the cost is the machine's (the second
+CPU's work); if not, it is the hashing's own (the GIL, handing over). Under
+VMCORE_COLLECTOR_PURE_PYTHON=1 the first two hashing arms are the same twin.
 
     python -m benchmarks.hashing_beside VMCORE [DUMP_LEVEL [ROUNDS]]
 """
@@ -19,6 +21,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from collector import _fastcopy_py
+from collector.fastcopy import FileHasher
+from collector.integrity import MakeHasher
 from collector.source.vmcore import Vmcore
 
 from .hashing_cost import timed_dump
@@ -39,7 +44,8 @@ while sys.stdin.buffer.read(1):
             time.sleep(ahead)
     print(digest.hexdigest(), flush=True)
 """
-ARMS = ("plain", "plain again", "hashing thread", "hashing process")
+ARMS = ("plain", "plain again", "hashing thread", "twin's hashing thread", "hashing process")
+HASHERS: dict[str, MakeHasher] = {"hashing thread": FileHasher, "twin's hashing thread": _fastcopy_py.FileHasher}
 
 
 def measure(vmcore_path: Path, scratch: Path, dump_level: int, rounds: int) -> dict[str, list[float]]:
@@ -49,8 +55,8 @@ def measure(vmcore_path: Path, scratch: Path, dump_level: int, rounds: int) -> d
     shuffle = random.Random(dump_level).shuffle
     ratios: dict[str, list[float]] = {arm: [] for arm in ARMS[1:]}
     with Vmcore(str(vmcore_path)) as vmcore:
-        timed_dump(vmcore, dump_level, path, False)  # untimed: the page cache
-        plain, size = timed_dump(vmcore, dump_level, path, False)
+        timed_dump(vmcore, dump_level, path, None)  # untimed: the page cache
+        plain, size = timed_dump(vmcore, dump_level, path, None)
         # Paced a little faster than the dump, as the hashing thread keeps up with its writes.
         hasher = subprocess.Popen([sys.executable, "-c", HASHER, str(size), str(0.9 * plain.wall_seconds)],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -64,7 +70,7 @@ def measure(vmcore_path: Path, scratch: Path, dump_level: int, rounds: int) -> d
                     if arm == "hashing process":
                         hasher.stdin.write(b"g")
                         hasher.stdin.flush()
-                    seconds[arm] = timed_dump(vmcore, dump_level, path, arm == "hashing thread")[0].wall_seconds
+                    seconds[arm] = timed_dump(vmcore, dump_level, path, HASHERS.get(arm))[0].wall_seconds
                     if arm == "hashing process" and not hasher.stdout.readline():
                         raise RuntimeError(f"the hashing process stopped (exit {hasher.wait()})")
                 base = statistics.fmean((seconds["plain"], seconds["plain again"]))

@@ -27,8 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from collector.fastcopy import FileHasher
 from collector.formats.kdump import write_kdump
-from collector.integrity import HashingFile
+from collector.integrity import HashingFile, MakeHasher
 from collector.pipeline.compression import DEFAULT_LEVEL
 from collector.pipeline.pages import PageCompressor
 from collector.progress import LineProgress
@@ -108,23 +109,24 @@ def measure_hashing_cost(vmcore_path: Path, scratch: Path, dump_level: int, roun
     size = 0
     path = scratch / "hashing-cost.kdump"
     with Vmcore(str(vmcore_path)) as vmcore:
-        timed_dump(vmcore, dump_level, path, False)
+        timed_dump(vmcore, dump_level, path, None)
         for _ in range(rounds):
             order = [0, 1, 2]  # 2: the hashed one
             shuffle(order)
             times: dict[int, DumpTime] = {}
             for which in order:
-                times[which], size = timed_dump(vmcore, dump_level, path, which == 2)
+                times[which], size = timed_dump(vmcore, dump_level, path, FileHasher if which == 2 else None)
             done.append(Round((times[0], times[1]), times[2]))
     return HashingCost(dump_level, size, tuple(done))
 
 
-def timed_dump(vmcore: Vmcore, dump_level: int, path: Path, hashing: bool) -> tuple[DumpTime, int]:
-    """One dump, deleted afterwards: its time and size."""
+def timed_dump(vmcore: Vmcore, dump_level: int, path: Path, hasher: MakeHasher | None) -> tuple[DumpTime, int]:
+    """One dump, deleted afterwards: its time and size; through a HashingFile with ``hasher``
+    unless None."""
     path.unlink(missing_ok=True)
     started, cpu_started, thread_started = time.perf_counter(), time.process_time(), time.thread_time()
     file = LocalFile(str(path))
-    hashed = HashingFile(file) if hashing else None
+    hashed = None if hasher is None else HashingFile(file, hasher=hasher)
     sink: TargetFile = file if hashed is None else hashed
     compressor = PageCompressor("zstd", DEFAULT_LEVEL, 1)
     try:

@@ -32,7 +32,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from .errors import CollectorError
 from .fastcopy import FileHasher
@@ -138,6 +138,18 @@ def manifest_bound(dump_size_bound: int) -> int:
     return max(len(largest.to_json()), len(PENDING))
 
 
+class Hasher(Protocol):
+    """What HashingFile asks of a fastcopy.FileHasher, the compiled one's or the twin's."""
+
+    def take(self, offset: int, data: memoryview) -> None: ...
+    def failed(self, offset: int, end: int) -> None: ...
+    def result(self) -> tuple[int, list[bytes | None]]: ...
+
+
+# FileHasher(chunk_size, block_size, head_bytes, hold_bytes, piece_bytes, unsure_bytes, ahead_bytes)
+MakeHasher = Callable[[int, int, int, int, int, int, int], Hasher]
+
+
 class HashingFile:
     """A TargetFile that hashes what is written through it (fastcopy.FileHasher, beside the
     dump); ``manifest()`` says what the file holds. Writes that fail are not taken for content.
@@ -145,11 +157,15 @@ class HashingFile:
     ELF writers hand over a new buffer each time: tests/test_integrity.py checks both)."""
 
     def __init__(self, file: TargetFile, chunk_size: int = CHUNK_SIZE, block_size: int = BLOCK_SIZE,
-                 head_bytes: int = HEAD_BYTES, hold_bytes: int = HOLD_BYTES) -> None:
+                 head_bytes: int = HEAD_BYTES, hold_bytes: int = HOLD_BYTES,
+                 hasher: MakeHasher | None = None) -> None:
+        """``hasher``: fastcopy.FileHasher unless given (benchmarks.hashing_beside races the
+        twin's against it)."""
         self.file = file
         self.chunk_size, self.block_size = chunk_size, block_size
-        self._hasher = FileHasher(chunk_size, block_size, head_bytes, hold_bytes, PIECE_BYTES, UNSURE_BYTES,
-                                  HASH_AHEAD)
+        make_hasher = hasher or FileHasher
+        self._hasher = make_hasher(chunk_size, block_size, head_bytes, hold_bytes, PIECE_BYTES, UNSURE_BYTES,
+                                   HASH_AHEAD)
         self._error: Exception | None = None
         self._outcome: tuple[int, list[bytes | None]] | None = None
 

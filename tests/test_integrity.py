@@ -20,6 +20,7 @@ from collector.formats.kdump import write_kdump
 from collector.integrity import (
     EXIT_DAMAGED,
     EXIT_INTACT,
+    HOLD_BYTES,
     MANIFEST_SUFFIX,
     HashingFile,
     Manifest,
@@ -95,8 +96,8 @@ def chunk_hashes(data: bytes, chunk_size: int, block_size: int) -> list[str]:
     return [chunk(data[i:i + chunk_size]) for i in range(0, len(data), chunk_size)]
 
 
-def hashing_file(model: ModelFile, **limits: int) -> HashingFile:
-    return HashingFile(model, chunk_size=CHUNK, block_size=BLOCK, head_bytes=HEAD, **limits)
+def hashing_file(model: ModelFile, hold_bytes: int = HOLD_BYTES) -> HashingFile:
+    return HashingFile(model, chunk_size=CHUNK, block_size=BLOCK, head_bytes=HEAD, hold_bytes=hold_bytes)
 
 
 def check_file(tmp_path: Path, data: bytes, manifest: Manifest) -> tuple[int, str]:
