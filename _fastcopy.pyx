@@ -946,8 +946,8 @@ cdef class FileHasher:
         q.jobs[q.submitted % RING].data = data
         q.submitted += 1
         q.pending_bytes += length
-        # Woken for a block's worth, not for each write: a wake-up is a system call and a
-        # context switch (6.5 us a write, most of what the handing over cost the dump).
+        # Woken for a block's worth, not for each write: waking an idle worker is a system
+        # call, and on a capture kernel with one CPU a context switch.
         if q.pending_bytes >= self.hashes.block_size or q.submitted - q.done >= RING // 2:
             self._wake()
         pthread_mutex_unlock(&q.lock)
