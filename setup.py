@@ -1,5 +1,11 @@
+import tomllib
+from pathlib import Path
+
 from Cython.Build import cythonize
 from setuptools import Extension, find_packages, setup
+
+with open(Path(__file__).parent / "pyproject.toml", "rb") as pyproject:
+    FASTCOPY_LIBRARIES = tomllib.load(pyproject)["tool"]["vmcore-collector"]["fastcopy-libraries"]
 
 setup(
     name="vmcore-collector",
@@ -8,9 +14,7 @@ setup(
     packages=find_packages(include=["collector", "collector.*"]),
     ext_modules=cythonize(
         [Extension("collector._fastcopy", ["_fastcopy.pyx"], extra_compile_args=["-O3"],
-                   # makedumpfile's own compressors: libzstd (Debian libzstd-dev) and zlib; libcrypto
-                   # (libssl-dev): the manifest's SHA-256, the one hashlib uses.
-                   libraries=["zstd", "z", "crypto"])],
+                   libraries=FASTCOPY_LIBRARIES)],
         compiler_directives={"language_level": "3"},
     ),
     # What mypy and ruff check against (pyproject.toml): Debian 12's python3, which the capture

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -83,13 +84,20 @@ def _pyx() -> Path:
     return assets.REPO_ROOT / "_fastcopy.pyx"
 
 
+def _fastcopy_libraries() -> list[str]:
+    """What setup.py links the module with (pyproject.toml)."""
+    with open(assets.REPO_ROOT / "pyproject.toml", "rb") as pyproject:
+        return list(tomllib.load(pyproject)["tool"]["vmcore-collector"]["fastcopy-libraries"])
+
+
 def fastcopy_module() -> Path:
-    """collector._fastcopy for aarch64, cross-compiled once per _fastcopy.pyx and Cython."""
+    """collector._fastcopy for aarch64, cross-compiled once per _fastcopy.pyx, Cython and libraries."""
     if shutil.which(CROSS_CC) is None:
         raise TestbedError(f"the aarch64 page scanner needs {CROSS_CC}: apt-get install gcc-aarch64-linux-gnu")
     import Cython
 
-    key = hashlib.sha256(_pyx().read_bytes() + Cython.__version__.encode() + " ".join(CFLAGS).encode())
+    libraries = [f"-l{name}" for name in _fastcopy_libraries()]
+    key = hashlib.sha256(_pyx().read_bytes() + Cython.__version__.encode() + " ".join((*CFLAGS, *libraries)).encode())
     with assets.locked("arm64-fastcopy"):
         sysroot = assets.cache_dir() / "sysroot-arm64"
         ready = sysroot / "READY"  # names the packages unpacked: a sysroot of other ones is made again
@@ -108,7 +116,7 @@ def fastcopy_module() -> Path:
             include = sysroot / "usr" / "include"
             result = subprocess.run([CROSS_CC, f"--sysroot={sysroot}", *CFLAGS, f"-I{include / 'python3.11'}",
                                      f"-I{include / 'aarch64-linux-gnu' / 'python3.11'}", str(c_file),
-                                     "-o", str(partial), "-lzstd", "-lz", "-lcrypto"], capture_output=True, text=True)
+                                     "-o", str(partial), *libraries], capture_output=True, text=True)
             if result.returncode != 0:
                 raise TestbedError(f"{CROSS_CC} _fastcopy.c failed:\n{result.stderr[-3000:]}")
             partial.rename(module)
